@@ -1,0 +1,77 @@
+"""One epoch of the tutorial's dA against the "GEMM floor", measured side by side.
+
+The tutorial configuration: MNIST's 50,000 training images, 784-500, tied weights, batch 20,
+corruption 0.3, learning rate 0.1.  A step of SGD needs five matrix products at batch 20:
+
+    x~ @ W,  y @ W^T,  dz @ W,  x~^T @ dy,  dz^T @ y
+
+The floor is the time of those five products alone, 2,500 times (one epoch), with torch, in
+the same process and the same thread settings.  The epoch is `dae.train` for one epoch,
+everything included (corruption, cost, updates).  The two are timed alternately, several
+rounds, and the best time of each is kept: on a shared machine the minimum is the figure
+least disturbed by other processes.
+
+    python benchmarks/bench_epoch.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dae import DenoisingAutoencoder, load_mnist, train
+
+# The tutorial's test_dA: 500 hidden units, batch 20, learning rate 0.1, corruption 0.3.
+N_HIDDEN, BATCH, LR, CORRUPTION = 500, 20, 0.1, 0.3
+
+
+def gemm_floor(x: torch.Tensor, W: torch.Tensor) -> float:
+    """Seconds for the five matrix products of every step of one epoch, and nothing else."""
+    B, H = BATCH, W.shape[1]
+    y, dy, dz = torch.rand(B, H), torch.rand(B, H), torch.rand(B, x.shape[1])
+    mm = torch.mm
+    start = time.perf_counter()
+    for i in range(x.shape[0] // B):
+        xb = x[i * B : (i + 1) * B]
+        mm(xb, W)
+        mm(y, W.t())
+        mm(dz, W)
+        mm(xb.t(), dy)
+        mm(dz.t(), y)
+    return time.perf_counter() - start
+
+
+def one_epoch(x: torch.Tensor, seed: int) -> float:
+    g = torch.Generator().manual_seed(seed)
+    model = DenoisingAutoencoder(x.shape[1], N_HIDDEN, corruption_level=CORRUPTION, generator=g)
+    [result] = train(model, x, epochs=1, learning_rate=LR, batch_size=BATCH, generator=g)
+    return result.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    x = load_mnist().train.x
+    W = torch.empty(x.shape[1], N_HIDDEN).uniform_(-0.1, 0.1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{x.shape[0]} examples, 784-{N_HIDDEN}, batch {BATCH}")
+    gemm_floor(x[:2000], W), one_epoch(x[:2000], 0)  # warm up
+    floors, epochs = [], []
+    for r in range(args.rounds):
+        floors.append(gemm_floor(x, W))
+        epochs.append(one_epoch(x, r))
+        print(f"round {r + 1}: floor {floors[-1]:.3f} s, epoch {epochs[-1]:.3f} s, "
+              f"ratio {epochs[-1] / floors[-1]:.3f}")
+    f, e = min(floors), min(epochs)
+    print(f"GEMM floor (best of {args.rounds}): {f:.3f} s per epoch")
+    print(f"dae.train epoch (best of {args.rounds}): {e:.3f} s per epoch")
+    print(f"ratio epoch / floor: {e / f:.3f} (best times); median of per-round ratios: "
+          f"{statistics.median(ei / fi for ei, fi in zip(epochs, floors)):.3f}")
+
+
+if __name__ == "__main__":
+    main()

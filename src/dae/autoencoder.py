@@ -1,0 +1,194 @@
+"""The denoising autoencoder (dA) of Vincent et al. (2008), as in the deeplearning.net tutorial.
+
+A dA maps an input x in [0, 1]^d to a hidden code and back::
+
+    x~ = q(x~ | x)                  stochastic corruption (here: masking noise)
+    y  = s(x~ W + b)                the code                    (tutorial: get_hidden_values)
+    z  = s(y W'^T + b')             the reconstruction          (tutorial: get_reconstructed_input)
+    L  = - sum_k [x_k log z_k + (1 - x_k) log(1 - z_k)]        cross-entropy against the *clean* x
+
+With tied weights (the default, as in the tutorial) W' = W.  The cost of a minibatch is the
+mean over its examples of L, which is what the tutorial's ``get_cost_updates`` returns.
+
+The weight matrix ``W`` has shape (n_visible, n_hidden), as in the tutorial and its MLP's
+``HiddenLayer``: ``x @ W`` is the encoder, and the columns of ``W`` (rows of ``W.T``) are the
+filters.  ``W`` and the hidden bias ``b`` may be passed in, so that a dA and a layer of an MLP
+share them (the tutorial's ``SdA`` does exactly this); the visible bias ``b_prime`` belongs to
+the dA alone.
+
+References
+----------
+[Vincent08] P. Vincent, H. Larochelle, Y. Bengio, P.-A. Manzagol. Extracting and composing
+    robust features with denoising autoencoders. ICML 2008.
+[Bengio07] Y. Bengio, P. Lamblin, D. Popovici, H. Larochelle. Greedy layer-wise training of
+    deep networks. NIPS 2007.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .corruption import mask
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
+LOSSES = ("cross-entropy", "squared-error")
+
+_ACTIVATION_FUNCTIONS = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "linear": lambda a: a,
+}
+
+
+class DenoisingAutoencoder(nn.Module):
+    """A denoising autoencoder with tied (default) or untied weights.
+
+    Parameters
+    ----------
+    n_visible, n_hidden : int
+        Sizes of the input and of the code (tutorial: 784 and 500 for MNIST).
+    corruption_level : float
+        Probability with which each input is zeroed before encoding (tutorial: 0.0 and 0.3).
+    tied : bool
+        If True (the tutorial's choice), the decoder uses W' = W.  If False it has its own
+        ``W_prime`` of the same shape, initialised like ``W``.
+    loss : {"cross-entropy", "squared-error"}
+        Cross-entropy with a sigmoid decoder (the tutorial's, for inputs in [0, 1]), or the
+        squared error ``||x - z||^2`` with a linear decoder (for real-valued inputs).
+    activation : {"sigmoid", "tanh", "relu", "linear"}
+        The encoder's non-linearity ``s`` (tutorial: sigmoid).  "linear" with
+        ``loss="squared-error"`` is the linear autoencoder that finds the principal subspace.
+    W, b : nn.Parameter, optional
+        Existing parameters to share, of shapes (n_visible, n_hidden) and (n_hidden,).  When
+        given they are used as they are (not re-initialised).
+    generator : torch.Generator, optional
+        Source of randomness for the initial weights.
+
+    Attributes
+    ----------
+    W : nn.Parameter (n_visible, n_hidden)
+    b : nn.Parameter (n_hidden,), the hidden bias
+    b_prime : nn.Parameter (n_visible,), the visible bias
+    W_prime : nn.Parameter (n_visible, n_hidden) or None when tied
+    """
+
+    def __init__(
+        self,
+        n_visible: int,
+        n_hidden: int,
+        *,
+        corruption_level: float = 0.0,
+        tied: bool = True,
+        loss: str = "cross-entropy",
+        activation: str = "sigmoid",
+        W: nn.Parameter | None = None,
+        b: nn.Parameter | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if n_visible < 1 or n_hidden < 1:
+            raise ValueError(f"n_visible and n_hidden must be positive, got {n_visible} and {n_hidden}")
+        if not 0.0 <= corruption_level < 1.0:
+            raise ValueError(f"corruption_level must be in [0, 1), got {corruption_level}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if W is not None and tuple(W.shape) != (n_visible, n_hidden):
+            raise ValueError(f"W must have shape ({n_visible}, {n_hidden}), got {tuple(W.shape)}")
+        if b is not None and tuple(b.shape) != (n_hidden,):
+            raise ValueError(f"b must have shape ({n_hidden},), got {tuple(b.shape)}")
+        self.n_visible = n_visible
+        self.n_hidden = n_hidden
+        self.corruption_level = float(corruption_level)
+        self.tied = tied
+        self.loss_name = loss
+        self.activation = activation
+        factory = {"device": device, "dtype": dtype}
+        self._owns_W, self._owns_b = W is None, b is None
+        self.W = W if W is not None else nn.Parameter(torch.empty(n_visible, n_hidden, **factory))
+        self.b = b if b is not None else nn.Parameter(torch.zeros(n_hidden, **factory))
+        self.b_prime = nn.Parameter(torch.zeros(n_visible, device=self.W.device, dtype=self.W.dtype))
+        self.W_prime = None if tied else nn.Parameter(torch.empty_like(self.W))
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Initialise the parameters this dA owns, as the tutorial does.
+
+        W ~ Uniform(-r, r) with r = 4 * sqrt(6 / (n_hidden + n_visible)): the interval of
+        Glorot & Bengio (2010) for tanh, times 4 for the sigmoid (tutorial, dA.__init__).
+        Biases start at zero (tutorial).  Shared parameters passed in are left untouched.
+        """
+        r = 4.0 * math.sqrt(6.0 / (self.n_hidden + self.n_visible))
+        with torch.no_grad():
+            if self._owns_W:
+                self.W.uniform_(-r, r, generator=generator)
+            if self._owns_b:
+                self.b.zero_()
+            self.b_prime.zero_()
+            if self.W_prime is not None:
+                self.W_prime.uniform_(-r, r, generator=generator)
+
+    @property
+    def decoder_weight(self) -> torch.Tensor:
+        """W' (n_visible, n_hidden): W itself when tied."""
+        return self.W if self.W_prime is None else self.W_prime
+
+    def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x~: x with each input zeroed independently with probability ``corruption_level``."""
+        return mask(x, self.corruption_level, generator=generator)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The code y = s(x W + b) (tutorial: get_hidden_values)."""
+        return _ACTIVATION_FUNCTIONS[self.activation](torch.addmm(self.b, x, self.W))
+
+    def decode_logits(self, y: torch.Tensor) -> torch.Tensor:
+        """The decoder's pre-activation a = y W'^T + b'."""
+        return torch.addmm(self.b_prime, y, self.decoder_weight.t())
+
+    def decode(self, y: torch.Tensor) -> torch.Tensor:
+        """The reconstruction z = s(y W'^T + b') (tutorial: get_reconstructed_input).
+
+        The output unit is a sigmoid for the cross-entropy loss and the identity for the
+        squared error.
+        """
+        a = self.decode_logits(y)
+        return torch.sigmoid(a) if self.loss_name == "cross-entropy" else a
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """z = decode(encode(x)), without corruption."""
+        return self.decode(self.encode(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)
+
+    def reconstruction_error(self, x: torch.Tensor, x_input: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss L(x, z) of each row (shape (n,)), with z reconstructed from ``x_input``
+        (default: x itself, uncorrupted).
+
+        Cross-entropy is computed from the logits, log z = -softplus(-a) and
+        log(1 - z) = -softplus(a), so that it stays finite where z rounds to 0 or 1.
+        """
+        a = self.decode_logits(self.encode(x if x_input is None else x_input))
+        if self.loss_name == "cross-entropy":
+            return F.binary_cross_entropy_with_logits(a, x, reduction="none").sum(dim=1)
+        return (a - x).pow(2).sum(dim=1)
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The training cost of a minibatch: mean over rows of L(x, z(corrupt(x)))
+        (tutorial: ``cost = T.mean(L)`` in get_cost_updates).  Differentiable."""
+        return self.reconstruction_error(x, self.corrupt(x, generator)).mean()
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, "
+            f"corruption_level={self.corruption_level}, tied={self.tied}, "
+            f"loss={self.loss_name!r}, activation={self.activation!r}"
+        )

@@ -1,0 +1,829 @@
+"""Loading training data: the bundled MNIST digits and the user's own files.
+
+Everything a denoising autoencoder needs is a matrix with one example per row: ``n``
+examples of ``d`` values each, as a float32 :class:`torch.Tensor`. This module turns the
+formats people actually have into that matrix:
+
+* the bundled MNIST database (``load_mnist()``, or ``load_data("mnist")``);
+* a folder in MNIST's own IDX format (Fashion-MNIST, KMNIST, ...);
+* a single ``.npy`` array, a ``.npz`` archive, a numeric ``.csv`` file or an IDX file.
+
+Every problem with a user's data raises :class:`DataError`, whose message is one line
+naming the file and saying what is wrong. Files are never unpickled: ``np.load`` is
+always called with ``allow_pickle=False``, so a data file cannot run code.
+
+IDX is the format of the MNIST files (http://yann.lecun.com/exdb/mnist/): a 4-byte
+"magic number" (two zero bytes, a type code, the number of dimensions), one big-endian
+uint32 per dimension, then the values in C order, big-endian.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import math
+import os
+import re
+import struct
+import tokenize
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LOSSES",
+    "DataError",
+    "Dataset",
+    "Split",
+    "check_inputs",
+    "load_data",
+    "load_mnist",
+    "read_idx",
+]
+
+#: The reconstruction losses of the tutorial. Cross-entropy treats every value as the
+#: probability of a pixel being "on", so it needs values in [0, 1]; squared error
+#: accepts any real number.
+LOSSES = ("cross-entropy", "squared-error")
+
+
+class DataError(ValueError):
+    """A problem with the user's data: missing, unreadable, damaged or unusable.
+
+    The message is a single line meant for a person, e.g.
+    ``"digits.npy: holds Python objects (dtype object); ..."``. Line breaks in the
+    message (which could come from a wrapped library error) are replaced by spaces.
+    """
+
+    def __init__(self, message: object) -> None:
+        super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip())
+
+
+class Split(NamedTuple):
+    """One part of a data set: examples ``x`` (n, d) float32, labels ``y`` (n,) int64.
+
+    ``y`` is None when the data has no labels (a denoising autoencoder does not need
+    them; only supervised fine-tuning of a stacked autoencoder does).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+
+
+class Dataset(NamedTuple):
+    """Training, validation and test splits, plus what is known about the examples.
+
+    ``image_shape`` is ``(height, width)`` when the rows are images (used to draw
+    filters and reconstructions), else None. The first three fields unpack like the
+    tutorial's ``datasets``::
+
+        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = load_mnist()[:3]
+    """
+
+    train: Split
+    valid: Split | None
+    test: Split | None
+    image_shape: tuple[int, int] | None
+    name: str
+
+
+# --------------------------------------------------------------------------------------
+# Errors raised by the libraries we read files with.
+# --------------------------------------------------------------------------------------
+
+# gzip, zlib, zipfile and numpy report a damaged file with many different exception
+# types: OSError (gzip.BadGzipFile is one), EOFError (gzip stream cut short),
+# zlib.error, zipfile.BadZipFile, lzma.LZMAError (zip members may be LZMA-compressed),
+# NotImplementedError (zip: unknown compression method), RuntimeError (zip: encrypted
+# member), struct.error, ValueError (numpy: bad header, pickled data refused),
+# tokenize.TokenError and SyntaxError (numpy parses a .npy header as a Python literal)
+# and MemoryError (a header declaring an absurd size). We catch exactly these around the
+# calls that parse a file and turn them into DataError.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    zipfile.BadZipFile,
+    lzma.LZMAError,
+    NotImplementedError,
+    RuntimeError,
+    MemoryError,
+    OverflowError,
+    struct.error,
+    tokenize.TokenError,
+    SyntaxError,
+)
+
+
+def _reason(err: BaseException) -> str:
+    """A short, one-line description of a library exception."""
+    if isinstance(err, (tokenize.TokenError, SyntaxError)):
+        return "its header is not a valid Python literal"
+    if isinstance(err, OSError) and err.strerror and not isinstance(
+        err, gzip.BadGzipFile
+    ):
+        text = err.strerror[:1].lower() + err.strerror[1:]
+    else:
+        text = str(err) or type(err).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _open_error(path: object, err: OSError) -> DataError:
+    """The DataError for a file that could not be opened or read at all."""
+    if isinstance(err, FileNotFoundError):
+        return DataError(f"{path}: no such file or directory")
+    if isinstance(err, IsADirectoryError):
+        return DataError(f"{path}: is a directory, not a file")
+    if isinstance(err, PermissionError):
+        return DataError(f"{path}: permission denied (check the file's permissions)")
+    return DataError(f"{path}: cannot read the file ({_reason(err)})")
+
+
+# --------------------------------------------------------------------------------------
+# IDX files.
+# --------------------------------------------------------------------------------------
+
+# Type codes of the IDX format (third byte of the magic number), as defined on
+# http://yann.lecun.com/exdb/mnist/ ("THE IDX FILE FORMAT"). The data is big-endian.
+_IDX_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),  # unsigned byte
+    0x09: np.dtype(">i1"),  # signed byte
+    0x0B: np.dtype(">i2"),  # short (2 bytes)
+    0x0C: np.dtype(">i4"),  # int (4 bytes)
+    0x0D: np.dtype(">f4"),  # float (4 bytes)
+    0x0E: np.dtype(">f8"),  # double (8 bytes)
+}
+_IDX_TYPE_NAMES = ", ".join(f"0x{code:02X} {t.name}" for code, t in _IDX_TYPES.items())
+
+# Every gzip stream starts with these two bytes (RFC 1952, section 2.3.1).
+_GZIP_MAGIC = b"\x1f\x8b"
+
+# Read large payloads in pieces so that we never allocate more than the file holds.
+_CHUNK = 1 << 24
+
+
+def _read_up_to(f: BinaryIO, n: int) -> bytes:
+    """Read at most `n` bytes (fewer at end of file), allocating only what is read."""
+    parts = []
+    while n > 0:
+        chunk = f.read(min(n, _CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _parse_idx(f: BinaryIO, path: object, size: int | None) -> np.ndarray:
+    """Parse an IDX stream. `size` is the file's length if known (uncompressed file)."""
+    magic = _read_up_to(f, 4)
+    if not magic:
+        raise DataError(f"{path}: the file is empty")
+    if len(magic) < 4:
+        raise DataError(
+            f"{path}: truncated IDX header ({len(magic)} bytes, the magic number alone"
+            " needs 4)"
+        )
+    if magic[0] != 0 or magic[1] != 0:
+        raise DataError(
+            f"{path}: not an IDX file (it starts with bytes {magic[:2].hex(' ')},"
+            " an IDX file starts with 00 00)"
+        )
+    code, ndim = magic[2], magic[3]
+    if code not in _IDX_TYPES:
+        raise DataError(
+            f"{path}: unknown IDX data type 0x{code:02X} (known: {_IDX_TYPE_NAMES})"
+        )
+    if not 1 <= ndim <= 4:
+        raise DataError(
+            f"{path}: the IDX header declares {ndim} dimensions; dae reads 1 to 4"
+        )
+    raw_dims = _read_up_to(f, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(
+            f"{path}: truncated IDX header: {ndim} dimensions need {4 + 4 * ndim}"
+            f" header bytes, the file has {4 + len(raw_dims)}"
+        )
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    dtype = _IDX_TYPES[code]
+    # Python integers cannot overflow, so a forged header (e.g. four dimensions of
+    # 2**32 - 1) gives a huge number here, which we compare with the real length
+    # before allocating anything.
+    expected = math.prod(dims) * dtype.itemsize
+    shape = "x".join(map(str, dims))
+    if size is not None:
+        actual = size - (4 + 4 * ndim)
+        if actual < expected:
+            raise DataError(
+                f"{path}: truncated IDX file: shape {shape} of {dtype.name} needs"
+                f" {expected} data bytes, the file has {actual}"
+            )
+        if actual > expected:
+            raise DataError(
+                f"{path}: {actual - expected} unexpected bytes after the IDX data"
+                f" (shape {shape} of {dtype.name} needs {expected} bytes)"
+            )
+    # One byte more than expected tells us about trailing data, and for gzip it makes
+    # the reader reach the end of the stream, where it checks the CRC.
+    payload = _read_up_to(f, expected + 1)
+    if len(payload) < expected:
+        raise DataError(
+            f"{path}: truncated IDX file: shape {shape} of {dtype.name} needs"
+            f" {expected} data bytes, the file has {len(payload)}"
+        )
+    if len(payload) > expected:
+        raise DataError(
+            f"{path}: unexpected bytes after the IDX data (shape {shape} of"
+            f" {dtype.name} needs {expected} bytes)"
+        )
+    # frombuffer reads the big-endian values without a Python loop; astype makes a
+    # writable copy in the machine's native byte order.
+    array = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (as used by MNIST), raw or gzip-compressed, into a NumPy array.
+
+    Compression is recognised by the gzip magic bytes ``1f 8b``, not by the file name.
+    The header is checked (two zero bytes, a known type code, 1 to 4 dimensions) and
+    the data must have exactly the declared size: a truncated file or extra bytes at
+    the end raise :class:`DataError`. The result has the declared shape, in native
+    byte order, e.g. ``(60000, 28, 28)`` uint8 for MNIST's training images.
+    """
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            if compressed:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                    return _parse_idx(f, path, None)
+            return _parse_idx(raw, path, os.fstat(raw.fileno()).st_size)
+    except DataError:
+        raise
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"{path}: corrupt gzip data ({_reason(err)})") from err
+    except EOFError as err:
+        raise DataError(
+            f"{path}: the gzip data ends early (the file is truncated; download it"
+            " again)"
+        ) from err
+    except OSError as err:
+        raise _open_error(path, err) from err
+
+
+# --------------------------------------------------------------------------------------
+# MNIST.
+# --------------------------------------------------------------------------------------
+
+# The four files of an MNIST-format data set, by role.
+_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# sha256 of the bundled files, as listed in datasets/mnist/README.md (the original
+# files published by Yann LeCun, Corinna Cortes and Christopher J.C. Burges).
+_MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+    ),
+    "train-labels-idx1-ubyte.gz": (
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"
+    ),
+    "t10k-images-idx3-ubyte.gz": (
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
+    ),
+    "t10k-labels-idx1-ubyte.gz": (
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
+    ),
+}
+
+
+def _bundled_mnist_dir() -> Path:
+    """The folder holding the four bundled MNIST files (package data of `dae`)."""
+    return Path(__file__).resolve().parent / "datasets" / "mnist"
+
+
+def _check_sha256(folder: Path, expected: Mapping[str, str]) -> None:
+    """Raise DataError unless each file `folder/name` has sha256 `expected[name]`."""
+    for name, digest in expected.items():
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                actual = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as err:
+            raise DataError(
+                f"{path}: cannot read the bundled MNIST file ({_reason(err)});"
+                " reinstall dae"
+            ) from err
+        if actual != digest:
+            raise DataError(
+                f"{path}: the bundled MNIST file is corrupt (sha256 {actual},"
+                f" expected {digest}); reinstall dae"
+            )
+
+
+def _find_mnist_files(folder: Path) -> dict[str, Path]:
+    """Locate the four MNIST-format files in `folder`, each raw or with ``.gz``."""
+    found, missing = {}, []
+    for role, base in _MNIST_FILES.items():
+        for candidate in (folder / base, folder / f"{base}.gz"):
+            if candidate.is_file():
+                found[role] = candidate
+                break
+        else:
+            missing.append(f"{base}[.gz]")
+    if missing:
+        raise DataError(
+            f"{folder}: not an MNIST-format folder: missing {', '.join(missing)}"
+        )
+    return found
+
+
+def _load_mnist_folder(folder: Path, name: str, *, verify: bool) -> Dataset:
+    """Read an MNIST-format folder and split it the way the tutorial does."""
+    files = _find_mnist_files(folder)
+    arrays = {role: read_idx(path) for role, path in files.items()}
+
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        image_path, label_path = files[f"{part}_images"], files[f"{part}_labels"]
+        if images.ndim != 3:
+            raise DataError(
+                f"{image_path}: expected images of shape (n, height, width), found"
+                f" shape {images.shape}"
+            )
+        if labels.ndim != 1:
+            raise DataError(
+                f"{label_path}: expected a 1-D array of labels, found shape"
+                f" {labels.shape}"
+            )
+        if len(images) != len(labels):
+            raise DataError(
+                f"{label_path}: holds {len(labels)} labels but {image_path} holds"
+                f" {len(images)} images"
+            )
+    train_images, test_images = arrays["train_images"], arrays["test_images"]
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise DataError(
+            f"{files['test_images']}: test images are"
+            f" {'x'.join(map(str, test_images.shape[1:]))} but training images are"
+            f" {'x'.join(map(str, train_images.shape[1:]))}"
+        )
+
+    x, image_shape = _examples(train_images, files["train_images"])
+    x = _as_float_tensor(x, files["train_images"])
+    y = _as_labels(arrays["train_labels"], len(x), files["train_labels"])
+    test_x = _as_float_tensor(_examples(test_images, files["test_images"])[0],
+                              files["test_images"])
+    test_y = _as_labels(arrays["test_labels"], len(test_x), files["test_labels"])
+    if verify:
+        check_inputs(x, loss="squared-error", what=f"training data from {folder}")
+        check_inputs(test_x, loss="squared-error", what=f"test data from {folder}")
+
+    # The tutorial's mnist.pkl.gz (deeplearning.net) kept the first 50,000 of MNIST's
+    # 60,000 training images for training and the last 10,000 for validation: 1/6.
+    n_valid = len(x) // 6
+    n_train = len(x) - n_valid
+    train = Split(x[:n_train], y[:n_train])
+    valid = Split(x[n_train:], y[n_train:]) if n_valid else None
+    return Dataset(train, valid, Split(test_x, test_y), image_shape, name)
+
+
+def load_mnist(directory: str | os.PathLike | None = None) -> Dataset:
+    """Load MNIST (bundled) or any data set in MNIST's format, split like the tutorial.
+
+    Without an argument, the bundled files are used after checking their sha256.
+    With a `directory`, it must hold ``train-images-idx3-ubyte``,
+    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+    ``t10k-labels-idx1-ubyte``, each optionally gzipped (``.gz``): Fashion-MNIST and
+    KMNIST come this way.
+
+    The last sixth of the training images is the validation split (10,000 of 60,000,
+    as in the tutorial's ``mnist.pkl.gz``); the ``t10k`` files are the test split.
+    Pixels (uint8, 0..255) are divided by 255, giving float32 values in [0, 1]; ``x``
+    has shape (n, height * width) and ``y`` is int64.
+    """
+    if directory is None:
+        folder = _bundled_mnist_dir()
+        _check_sha256(folder, _MNIST_SHA256)
+        return _load_mnist_folder(folder, "mnist", verify=False)
+    folder = Path(directory)
+    if not folder.exists():
+        raise DataError(f"{directory}: no such directory")
+    if not folder.is_dir():
+        raise DataError(
+            f"{directory}: not a directory (expected an MNIST-format folder)"
+        )
+    return _load_mnist_folder(folder, folder.resolve().name, verify=True)
+
+
+# --------------------------------------------------------------------------------------
+# Converting arrays to examples.
+# --------------------------------------------------------------------------------------
+
+
+def _examples(array: np.ndarray, source: object) -> tuple[np.ndarray, tuple | None]:
+    """Flatten images to one row per example; guess the image shape of a matrix."""
+    if array.ndim == 3:
+        n, h, w = array.shape
+        return array.reshape(n, h * w), (h, w)
+    if array.ndim == 2:
+        d = array.shape[1]
+        side = math.isqrt(d)
+        return array, ((side, side) if side > 1 and side * side == d else None)
+    raise DataError(
+        f"{source}: array of shape {array.shape}; expected one example per row, i.e."
+        " shape (n, d) or (n, height, width)"
+    )
+
+
+def _check_numeric(dtype: np.dtype, source: object) -> None:
+    """Refuse dtypes that are not plain numbers (objects, strings, complex, records)."""
+    if dtype.hasobject:
+        raise DataError(
+            f"{source}: holds Python objects (dtype object); dae reads numbers only and"
+            " never unpickles: save a numeric array, e.g. x.astype('float32')"
+        )
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise DataError(
+            f"{source}: holds {dtype} values; dae needs numbers (bool, integer or"
+            " float)"
+        )
+
+
+def _as_float_tensor(array: np.ndarray, source: object) -> torch.Tensor:
+    """Convert a 2-D array to float32. uint8 is taken as pixels and divided by 255."""
+    _check_numeric(array.dtype, source)
+    if array.dtype == np.uint8:
+        x = array.astype(np.float32)
+        x /= 255  # 0..255 pixel intensities -> [0, 1]
+    else:
+        # Floats beyond float32's range become inf; check_inputs reports them.
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = array.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _as_labels(array: np.ndarray, n: int, source: object) -> torch.Tensor:
+    """Check class labels (1-D, one per example, integers >= 0) and make them int64."""
+    if array.ndim != 1:
+        raise DataError(
+            f"{source}: labels must be a 1-D array, found shape {array.shape}"
+        )
+    if len(array) != n:
+        raise DataError(f"{source}: {len(array)} labels for {n} examples")
+    _check_numeric(array.dtype, source)
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or (array != np.round(array)).any():
+            raise DataError(f"{source}: labels must be whole numbers")
+        if array.size and array.max() >= 2**62:
+            raise DataError(f"{source}: labels must be below 2**62")
+    labels = array.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{source}: labels must be >= 0, found {labels.min()}")
+    return torch.from_numpy(labels)
+
+
+# --------------------------------------------------------------------------------------
+# .npy, .npz and .csv files.
+# --------------------------------------------------------------------------------------
+
+_NPY_MAGIC = b"\x93NUMPY"
+# A .npz file is a zip archive: local file header, or end of central directory when
+# the archive is empty (APPNOTE.TXT, sections 4.3.7 and 4.3.16).
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _check_npy_header(f: BinaryIO, size: int, source: object) -> None:
+    """Read a .npy header from `f` and check it against the `size` bytes available.
+
+    This refuses object arrays and forged shapes before NumPy allocates anything.
+    """
+    if size == 0:
+        raise DataError(f"{source}: the file is empty")
+    if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+        raise DataError(
+            f"{source}: not a .npy file (no NumPy magic bytes at the start)"
+        )
+    f.seek(0)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        # Version 3.0 only differs by allowing UTF-8 in field names, which we refuse.
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise DataError(f"{source}: unsupported .npy format version {version}")
+    _check_numeric(dtype, source)
+    if any(dim < 0 for dim in shape):
+        raise DataError(f"{source}: corrupt .npy header (negative shape {shape})")
+    expected = math.prod(shape) * dtype.itemsize
+    available = size - f.tell()
+    if expected > available:
+        raise DataError(
+            f"{source}: truncated .npy data: shape {shape} of {dtype} needs"
+            f" {expected} bytes, {available} follow the header"
+        )
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """Load one array from a .npy file, refusing pickles, objects and damage."""
+    try:
+        with open(path, "rb") as f:
+            _check_npy_header(f, os.fstat(f.fileno()).st_size, path)
+        return np.load(path, allow_pickle=False)
+    except DataError:
+        raise
+    except OSError as err:
+        if err.strerror:
+            raise _open_error(path, err) from err
+        raise DataError(f"{path}: not a valid .npy file ({_reason(err)})") from err
+    except _READ_ERRORS as err:
+        raise DataError(f"{path}: not a valid .npy file ({_reason(err)})") from err
+
+
+def _npz_member(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """Read array `key` of an open .npz archive after checking its header."""
+    names = npz.zip.namelist()
+    member = f"{key}.npy" if f"{key}.npy" in names else key
+    source = f"{path} [{key}]"
+    with npz.zip.open(member) as f:
+        _check_npy_header(f, npz.zip.getinfo(member).file_size, source)
+    value = npz[key]
+    if not isinstance(value, np.ndarray):
+        raise DataError(f"{source}: not a .npy array")
+    return value
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read a .npz archive: the x_/y_ split arrays, or its only array (as x_train)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head:
+            raise DataError(f"{path}: the file is empty")
+        if head not in _ZIP_MAGICS:
+            raise DataError(
+                f"{path}: not a .npz archive (a .npz file is a zip archive as written"
+                " by numpy.savez)"
+            )
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            if "x_train" in keys:
+                wanted = [
+                    k
+                    for k in ("x_train", "y_train", "x_valid", "y_valid", "x_test",
+                              "y_test")
+                    if k in keys
+                ]
+                return {k: _npz_member(npz, k, path) for k in wanted}
+            if len(keys) == 1:
+                return {"x_train": _npz_member(npz, keys[0], path)}
+    except DataError:
+        raise
+    except OSError as err:
+        if err.strerror:
+            raise _open_error(path, err) from err
+        raise DataError(f"{path}: not a valid .npz archive ({_reason(err)})") from err
+    except _READ_ERRORS as err:
+        raise DataError(f"{path}: not a valid .npz archive ({_reason(err)})") from err
+    if not keys:
+        raise DataError(f"{path}: the .npz archive holds no arrays")
+    shown = ", ".join(repr(k) for k in keys[:10]) + (", ..." if len(keys) > 10 else "")
+    raise DataError(
+        f"{path}: cannot tell which array to use among {shown}; name the training"
+        " data 'x_train' (optionally with x_valid, x_test, y_train, y_valid, y_test)"
+    )
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_csv_rows(path: Path, rows: list[tuple[int, str]]) -> np.ndarray:
+    """Parse CSV rows cell by cell, reporting the first bad line (slow but precise)."""
+    width = None
+    values = []
+    for number, line in rows:
+        cells = line.split(",")
+        if width is None:
+            width, first = len(cells), number
+        elif len(cells) != width:
+            raise DataError(
+                f"{path}: line {number} has {len(cells)} values but line {first} has"
+                f" {width}"
+            )
+        row = []
+        for column, cell in enumerate(cells, start=1):
+            try:
+                row.append(float(cell))
+            except ValueError:
+                shown = cell.strip()
+                shown = shown if len(shown) <= 30 else shown[:27] + "..."
+                raise DataError(
+                    f"{path}: line {number}, column {column}: {shown!r} is not a"
+                    " number"
+                ) from None
+        values.append(row)
+    return np.array(values, dtype=np.float64).reshape(len(values), width or 0)
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    """Read a numeric, comma-separated file with one example per line."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise _open_error(path, err) from err
+    try:
+        text = data.decode("utf-8-sig")  # "-sig" drops a byte-order mark if present
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: not a text file (invalid UTF-8 at byte {err.start})"
+        ) from err
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    rows = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: the file holds no data")
+    if not all(_is_number(cell) for cell in rows[0][1].split(",")):
+        rows = rows[1:]  # a first line that is not numeric is a header
+        if not rows:
+            raise DataError(f"{path}: the file holds a header line but no data")
+    try:
+        # NumPy's C parser is fast; on any complaint, parse again in Python to find
+        # and name the offending line.
+        return np.loadtxt(
+            [line for _, line in rows],
+            delimiter=",",
+            dtype=np.float64,
+            comments=None,
+            ndmin=2,
+        )
+    except ValueError:
+        return _parse_csv_rows(path, rows)
+
+
+# --------------------------------------------------------------------------------------
+# Validation and the entry point.
+# --------------------------------------------------------------------------------------
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+
+
+def check_inputs(x: torch.Tensor, *, loss: str, what: str) -> None:
+    """Check that `x` can be fed to an autoencoder trained with `loss`.
+
+    `x` must be a non-empty 2-D tensor (one example per row) of finite values; with
+    the cross-entropy loss, which reads each value as a probability, every value must
+    lie in [0, 1]. `what` names the data in messages, e.g. "training data from
+    foo.npy". Raises :class:`DataError`; an unknown `loss` is a ValueError.
+    """
+    _check_loss(loss)
+    if x.ndim != 2:
+        raise DataError(
+            f"{what} has shape {tuple(x.shape)}; expected a 2-D array with one example"
+            " per row"
+        )
+    n, d = x.shape
+    if n == 0 or d == 0:
+        raise DataError(
+            f"{what} is empty (shape {tuple(x.shape)}); it needs at least one example"
+            " of at least one value"
+        )
+    values = x if x.is_floating_point() else x.to(torch.float64)
+    bad = ~torch.isfinite(values)
+    count = int(bad.sum())
+    if count:
+        row = int(bad.any(dim=1).nonzero()[0, 0])
+        raise DataError(
+            f"{what} contains {count} non-finite value{'s' if count > 1 else ''} (NaN"
+            f" or infinity), the first in row {row} (counting from 0); remove or"
+            " replace them"
+        )
+    if loss == "cross-entropy":
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > 1:
+            raise DataError(
+                f"{what} has values from {low:g} to {high:g}, but the cross-entropy"
+                " loss needs values in [0, 1]: scale the data to [0, 1] or use --loss"
+                " squared-error"
+            )
+
+
+def _single_array(array: np.ndarray, path: Path) -> Dataset:
+    """A Dataset whose training split is `array` (no labels, no valid/test)."""
+    x, image_shape = _examples(array, path)
+    return Dataset(Split(_as_float_tensor(x, path)), None, None, image_shape, path.stem)
+
+
+def _npz_dataset(arrays: dict[str, np.ndarray], path: Path) -> Dataset:
+    """A Dataset from the x_/y_ arrays of a .npz archive."""
+    for part in ("valid", "test"):
+        if f"y_{part}" in arrays and f"x_{part}" not in arrays:
+            raise DataError(f"{path}: has y_{part} but no x_{part}")
+    splits: dict[str, Split | None] = {}
+    image_shape = None
+    width = None
+    for part in ("train", "valid", "test"):
+        if f"x_{part}" not in arrays:
+            splits[part] = None
+            continue
+        source = f"{path} [x_{part}]"
+        x, shape = _examples(arrays[f"x_{part}"], source)
+        if part == "train":
+            image_shape, width = shape, x.shape[1]
+        elif x.shape[1] != width:
+            raise DataError(
+                f"{source}: {x.shape[1]} values per example, but x_train has {width}"
+            )
+        x_tensor = _as_float_tensor(x, source)
+        y = arrays.get(f"y_{part}")
+        y_tensor = None if y is None else _as_labels(y, len(x), f"{path} [y_{part}]")
+        splits[part] = Split(x_tensor, y_tensor)
+    return Dataset(splits["train"], splits["valid"], splits["test"], image_shape,
+                   path.stem)
+
+
+def _looks_like_idx(path: Path) -> bool:
+    name = path.name.lower().removesuffix(".gz")
+    return name.endswith(("-ubyte", ".idx")) or "idx" in name
+
+
+def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy") -> Dataset:
+    """Load the data behind ``dae train --data PATH``, checked for the given `loss`.
+
+    `path` may be:
+
+    * ``"mnist"``: the bundled MNIST digits (see :func:`load_mnist`);
+    * a folder in MNIST's format (Fashion-MNIST, KMNIST, ...);
+    * a ``.npy`` file, a numeric ``.csv`` file (comma-separated, optional header line)
+      or an IDX file (raw or gzipped): all of it is training data, without labels;
+    * a ``.npz`` archive: ``x_train`` (and ``x_valid``, ``x_test``, ``y_train``,
+      ``y_valid``, ``y_test`` if present), or its only array.
+
+    Each row is one example; an array of images (n, height, width) is flattened to
+    (n, height * width). uint8 data is taken as pixel intensities and divided by 255;
+    other numbers are converted to float32 as they are. Every split is then checked
+    with :func:`check_inputs`. Problems raise :class:`DataError`.
+    """
+    _check_loss(loss)
+    if isinstance(path, str) and path == "mnist":
+        dataset = load_mnist()
+        source = "the bundled MNIST"
+    else:
+        if isinstance(path, str) and not path:
+            raise DataError("no data path given")
+        p = Path(path)
+        try:
+            is_dir, exists = p.is_dir(), p.exists()
+        except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
+            raise DataError(f"{path}: cannot access the path ({_reason(err)})") from err
+        if not exists:
+            raise DataError(f"{path}: no such file or directory")
+        source = str(path)
+        suffix = p.suffix.lower()
+        if is_dir:
+            dataset = load_mnist(p)
+        elif suffix == ".npy":
+            dataset = _single_array(_load_npy(p), p)
+        elif suffix == ".npz":
+            dataset = _npz_dataset(_load_npz(p), p)
+        elif suffix == ".csv":
+            dataset = _single_array(_load_csv(p), p)
+        else:
+            try:
+                array = read_idx(p)
+            except DataError as err:
+                if _looks_like_idx(p):
+                    raise
+                reason = str(err).removeprefix(f"{p}: ")
+                raise DataError(
+                    f"{path}: unsupported file type; dae reads .npy, .npz and .csv"
+                    f" files, IDX files (raw or .gz) and MNIST-format folders (read as"
+                    f" IDX: {reason})"
+                ) from err
+            dataset = _single_array(array, p)
+
+    names = ("training", "validation", "test")
+    for split, name in zip(dataset[:3], names):
+        if split is not None:
+            check_inputs(split.x, loss=loss, what=f"{name} data from {source}")
+    return dataset

@@ -1,0 +1,113 @@
+"""The denoising autoencoder as the tutorial and [Vincent08] define it."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dae import DenoisingAutoencoder, mask
+
+
+def test_initial_weights_are_uniform_in_the_tutorial_interval_and_biases_zero():
+    g = torch.Generator().manual_seed(0)
+    m = DenoisingAutoencoder(784, 500, generator=g)
+    r = 4 * math.sqrt(6 / (500 + 784))  # tutorial: 4 * sqrt(6 / (n_hidden + n_visible))
+    assert m.W.shape == (784, 500)
+    assert m.W.abs().max() <= r
+    assert m.W.abs().max() > 0.99 * r  # fills the interval ...
+    assert abs(m.W.std().item() - r / math.sqrt(3)) < 0.01 * r  # ... uniformly (std of U(-r, r))
+    assert torch.count_nonzero(m.b) == 0 and torch.count_nonzero(m.b_prime) == 0
+
+
+def test_tied_weights_have_no_decoder_matrix_and_untied_ones_do():
+    tied = DenoisingAutoencoder(10, 4)
+    untied = DenoisingAutoencoder(10, 4, tied=False)
+    assert tied.W_prime is None and tied.decoder_weight is tied.W
+    assert untied.W_prime.shape == (10, 4)
+    assert sum(p.numel() for p in tied.parameters()) == 10 * 4 + 4 + 10
+    assert sum(p.numel() for p in untied.parameters()) == 2 * 10 * 4 + 4 + 10
+
+
+def test_a_da_built_on_existing_parameters_shares_them_and_leaves_them_as_they_were():
+    W = nn.Parameter(torch.full((6, 3), 0.5))
+    b = nn.Parameter(torch.full((3,), 0.25))
+    m = DenoisingAutoencoder(6, 3, W=W, b=b)
+    assert m.W is W and m.b is b
+    assert torch.all(W == 0.5) and torch.all(b == 0.25)
+    with torch.no_grad():
+        m.W.add_(1.0)
+    assert torch.all(W == 1.5)
+
+
+def test_shared_parameters_of_the_wrong_shape_are_refused():
+    with pytest.raises(ValueError, match="W must have shape"):
+        DenoisingAutoencoder(6, 3, W=nn.Parameter(torch.zeros(3, 6)))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.3, 0.75])
+def test_masking_zeroes_the_stated_fraction_and_leaves_the_rest_untouched(p):
+    x = torch.rand(400, 500) + 1.0  # no zeros to begin with
+    g = torch.Generator().manual_seed(1)
+    x_tilde = mask(x, p, generator=g)
+    zeroed = (x_tilde == 0).float().mean().item()
+    sigma = math.sqrt(p * (1 - p) / x.numel())
+    assert abs(zeroed - p) <= 5 * sigma + 1e-12
+    kept = x_tilde != 0
+    assert torch.equal(x_tilde[kept], x[kept])
+
+
+def test_masking_is_independent_across_inputs():
+    # Each input is zeroed independently: the fraction zeroed per column and per row has the
+    # binomial spread, and neighbouring inputs are not correlated.
+    g = torch.Generator().manual_seed(2)
+    z = (mask(torch.ones(2000, 300), 0.3, generator=g) == 0).float()
+    assert abs(z.mean(0).std().item() - math.sqrt(0.3 * 0.7 / 2000)) < 0.003
+    corr = torch.corrcoef(torch.stack([z[:, :-1].reshape(-1), z[:, 1:].reshape(-1)]))[0, 1]
+    assert abs(corr.item()) < 0.01
+
+
+def test_cross_entropy_matches_the_tutorial_formula_and_stays_finite_when_saturated():
+    m = DenoisingAutoencoder(20, 7, generator=torch.Generator().manual_seed(3))
+    x = torch.rand(5, 20, dtype=torch.float64)
+    m = m.double()
+    z = m.reconstruct(x)
+    tutorial = -torch.sum(x * torch.log(z) + (1 - x) * torch.log(1 - z), dim=1)  # dA.py's L
+    assert torch.allclose(m.reconstruction_error(x), tutorial)
+    with torch.no_grad():
+        m.b_prime.fill_(200.0)  # z rounds to 1: log(1 - z) would be -inf
+    err = m.reconstruction_error(torch.zeros(2, 20, dtype=torch.float64))
+    assert torch.all(torch.isfinite(err)) and torch.allclose(err, torch.full((2,), 20 * 200.0, dtype=torch.float64), rtol=0.02)
+
+
+def test_squared_error_model_has_a_linear_decoder():
+    m = DenoisingAutoencoder(5, 3, loss="squared-error", generator=torch.Generator().manual_seed(4))
+    x = torch.randn(4, 5) * 3
+    y = m.encode(x)
+    assert torch.allclose(m.decode(y), y @ m.W.t() + m.b_prime)
+    assert torch.allclose(m.reconstruction_error(x), ((m.decode(y) - x) ** 2).sum(1))
+
+
+def test_loss_is_the_minibatch_mean_of_the_error_on_the_corrupted_input():
+    m = DenoisingAutoencoder(12, 4, corruption_level=0.5, generator=torch.Generator().manual_seed(5))
+    x = torch.rand(6, 12)
+    loss = m.loss(x, generator=torch.Generator().manual_seed(9))
+    x_tilde = mask(x, 0.5, generator=torch.Generator().manual_seed(9))
+    a = m.decode_logits(m.encode(x_tilde))
+    expected = F.binary_cross_entropy_with_logits(a, x, reduction="sum") / 6
+    assert torch.allclose(loss, expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"corruption_level": 1.0}, "corruption_level"),
+        ({"corruption_level": -0.1}, "corruption_level"),
+        ({"loss": "hinge"}, "loss"),
+        ({"activation": "softmax"}, "activation"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DenoisingAutoencoder(4, 2, **kwargs)
