@@ -20,8 +20,10 @@ def mask(
     ``out`` may be given to write the result in place (it may be a strided view); it must not
     overlap ``x``.  With ``corruption_level == 0`` no random numbers are drawn.
     """
+    if out is None:
+        out = torch.empty_like(x)
     if corruption_level == 0.0:
-        return x.clone() if out is None else out.copy_(x)
-    keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    keep.ge_(corruption_level)  # 1.0 with probability 1 - p, else 0.0
-    return torch.mul(x, keep) if out is None else torch.mul(x, keep, out=out)
+        return out.copy_(x)
+    # Three in-place passes and no temporary: u ~ U[0, 1), keep = [u >= p], x~ = keep * x.
+    out.uniform_(generator=generator).ge_(corruption_level)
+    return out.mul_(x)

@@ -36,8 +36,9 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import torch
 
+from .autoencoder import LOSSES
+
 __all__ = [
-    "LOSSES",
     "DataError",
     "Dataset",
     "Split",
@@ -47,10 +48,9 @@ __all__ = [
     "read_idx",
 ]
 
-#: The reconstruction losses of the tutorial. Cross-entropy treats every value as the
-#: probability of a pixel being "on", so it needs values in [0, 1]; squared error
-#: accepts any real number.
-LOSSES = ("cross-entropy", "squared-error")
+# The reconstruction losses (dae.autoencoder.LOSSES). Cross-entropy treats every value as
+# the probability of a pixel being "on", so it needs values in [0, 1]; squared error
+# accepts any real number.
 
 
 class DataError(ValueError):

@@ -1,0 +1,90 @@
+"""Models are saved as safetensors + JSON, and loading one never runs code from it."""
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dae import DenoisingAutoencoder, ModelFileError, load_model, save_model
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_saved_model_loads_back_identical(tmp_path, tied):
+    m = DenoisingAutoencoder(12, 5, corruption_level=0.2, tied=tied, loss="squared-error", activation="tanh",
+                             generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        m.b.uniform_()
+        m.b_prime.uniform_()
+    save_model(m, tmp_path / "m", image_shape=[3, 4])
+    loaded = load_model(tmp_path / "m")
+    assert (loaded.n_visible, loaded.n_hidden, loaded.tied) == (12, 5, tied)
+    assert (loaded.corruption_level, loaded.loss_name, loaded.activation) == (0.2, "squared-error", "tanh")
+    for (name, p), q in zip(m.named_parameters(), loaded.parameters()):
+        assert torch.equal(p, q), name
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["image_shape"] == [3, 4]
+    assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "model.safetensors"]  # no temporary left
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_pickle_posing_as_a_model_is_refused_and_never_runs(tmp_path):
+    save_model(DenoisingAutoencoder(4, 2), tmp_path / "m")
+    target = tmp_path / "pwned"
+    (tmp_path / "m" / "model.safetensors").write_bytes(pickle.dumps(_Payload(str(target))))
+    with pytest.raises(ModelFileError, match="not a valid safetensors file"):
+        load_model(tmp_path / "m")
+    assert not target.exists()
+
+
+def _saved(tmp_path):
+    save_model(DenoisingAutoencoder(4, 2), tmp_path / "m")
+    return tmp_path / "m"
+
+
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "config.json").unlink(), "missing"),
+        (lambda f: (f / "model.safetensors").unlink(), "missing"),
+        (lambda f: (f / "config.json").write_text("{not json"), "not a readable JSON"),
+        (lambda f: (f / "config.json").write_text("[1, 2]"), "not a dae model config"),
+        (lambda f: _edit_config(f, format_version=99), "format version 99"),
+        (lambda f: _edit_config(f, kind="StackedDenoisingAutoencoder"), "not a DenoisingAutoencoder"),
+        (lambda f: _edit_config(f, n_hidden=3), r"expected torch.float32 \(4, 3\)"),
+        (lambda f: _edit_config(f, n_hidden=-1), "n_hidden"),
+        (lambda f: _edit_config(f, corruption_level=1.5), "corruption_level"),
+        (lambda f: _edit_config(f, loss="hinge"), "loss"),
+        (lambda f: _edit_config(f, tied=False), "expected"),
+        (lambda f: save_file({"W": torch.zeros(4, 2)}, f / "model.safetensors"), "holds tensors"),
+        (lambda f: save_file({"W": torch.zeros(4, 2, dtype=torch.float64), "b": torch.zeros(2),
+                              "b_prime": torch.zeros(4)}, f / "model.safetensors"), "float64"),
+        (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 3), "not a valid safetensors"),
+    ],
+)
+def test_damaged_model_folders_are_refused_with_a_clear_message(tmp_path, damage, message):
+    folder = _saved(tmp_path)
+    damage(folder)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(folder)
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFileError, match="no such model folder"):
+        load_model(tmp_path / "nope")
