@@ -12,7 +12,7 @@ try:
     from dae import load_mnist
 except ImportError:
     pass
-from dae.train import CHUNK_ROWS
+from dae.training import CHUNK_ROWS
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])

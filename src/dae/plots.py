@@ -409,7 +409,7 @@ def save_learning_curve(
 
     # The curves: lines, then markers on top. Many points -> smaller markers, then none.
     pixel_points, radii = [], []
-    for i, (name, rs) in enumerate(runs.items()):
+    for i, rs in enumerate(runs.values()):
         colour = _COLOURS[i % len(_COLOURS)]
         n_points = sum(len(r) for r in rs)
         radius = 4 * S if n_points <= 40 else 2 * S if n_points <= 150 else 0

@@ -4,7 +4,8 @@ A model is a folder with two files:
 
     model.safetensors   the tensors (safetensors holds raw arrays and a JSON header, no code)
     config.json         what the tensors are: {"format": "dae", "format_version": 1,
-                        "kind": "DenoisingAutoencoder", "n_visible": ..., ...}
+                        "kind": "DenoisingAutoencoder" or "StackedDenoisingAutoencoder",
+                        "n_visible": ..., ...}
 
 The tutorial saved its models with pickle, which executes whatever the file says when it is
 loaded; we never call pickle or ``torch.load``.  Every file is checked on load (its kind, its
@@ -23,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
+from .stacked import StackedDenoisingAutoencoder
 from .files import write_bytes, write_text
 
 FORMAT, FORMAT_VERSION = "dae", 1
@@ -33,28 +35,32 @@ class ModelFileError(ValueError):
     """A model folder that is missing, unreadable, or not a model this version of dae wrote."""
 
 
-def save_model(model: DenoisingAutoencoder, directory: str | os.PathLike, **extra) -> None:
+def save_model(model: DenoisingAutoencoder | StackedDenoisingAutoencoder, directory: str | os.PathLike,
+               **extra) -> None:
     """Write ``model`` to ``directory`` (created if needed) as model.safetensors + config.json.
 
     ``extra`` (JSON-serialisable, e.g. ``image_shape``) is stored in the config for tools.
+    Shared parameters (an SdA layer's W and b, which its dA also holds) are stored once.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
-    config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": type(model).__name__,
-        "n_visible": model.n_visible,
-        "n_hidden": model.n_hidden,
-        "corruption_level": model.corruption_level,
-        "tied": model.tied,
-        "loss": model.loss_name,
-        "activation": model.activation,
-        **extra,
-    }
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": type(model).__name__,
+              **_architecture(model), **extra}
     write_bytes(directory / WEIGHTS, save(tensors))
     write_text(directory / CONFIG, json.dumps(config, indent=2) + "\n")
+
+
+def _architecture(model) -> dict:
+    if isinstance(model, DenoisingAutoencoder):
+        return {"n_visible": model.n_visible, "n_hidden": model.n_hidden,
+                "corruption_level": model.corruption_level, "tied": model.tied,
+                "loss": model.loss_name, "activation": model.activation}
+    if isinstance(model, StackedDenoisingAutoencoder):
+        return {"n_visible": model.n_visible, "hidden_layer_sizes": model.hidden_layer_sizes,
+                "n_classes": model.n_classes,
+                "corruption_levels": [dA.corruption_level for dA in model.autoencoders]}
+    raise TypeError(f"cannot save a {type(model).__name__}")
 
 
 def read_config(directory: str | os.PathLike) -> dict:
@@ -78,32 +84,25 @@ def read_config(directory: str | os.PathLike) -> dict:
     return config
 
 
-def load_model(directory: str | os.PathLike) -> DenoisingAutoencoder:
-    """Load a DenoisingAutoencoder saved by :func:`save_model`, after checking every part of it."""
+def load_model(directory: str | os.PathLike, kind: type | None = None):
+    """Load a model saved by :func:`save_model`, after checking every part of it.
+
+    ``kind`` (DenoisingAutoencoder or StackedDenoisingAutoencoder) demands that kind of model.
+    """
     directory = Path(directory)
     config = read_config(directory)
     where = directory / CONFIG
-    if config.get("kind") != "DenoisingAutoencoder":
-        raise ModelFileError(f"{where}: a {config.get('kind')!r} model, not a DenoisingAutoencoder")
-    n_visible, n_hidden = config.get("n_visible"), config.get("n_hidden")
-    level = config.get("corruption_level")
-    checks = [
-        (_positive_int(n_visible), "n_visible must be a positive integer"),
-        (_positive_int(n_hidden), "n_hidden must be a positive integer"),
-        (isinstance(level, (int, float)) and math.isfinite(level) and 0 <= level < 1, "corruption_level must be in [0, 1)"),
-        (isinstance(config.get("tied"), bool), "tied must be true or false"),
-        (config.get("loss") in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
-        (config.get("activation") in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ModelFileError(f"{where}: {message}")
-    model = DenoisingAutoencoder(
-        n_visible, n_hidden, corruption_level=float(level), tied=config["tied"],
-        loss=config["loss"], activation=config["activation"],
-    )
+    builders = {"DenoisingAutoencoder": _build_dA, "StackedDenoisingAutoencoder": _build_sda}
+    if config.get("kind") not in builders:
+        raise ModelFileError(f"{where}: unknown model kind {config.get('kind')!r}")
+    if kind is not None and config["kind"] != kind.__name__:
+        raise ModelFileError(f"{where}: a {config['kind']}, not a {kind.__name__}")
+    try:
+        model = builders[config["kind"]](config)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{where}: {e}") from None
     tensors = _read_tensors(directory / WEIGHTS)
-    expected = {name: p for name, p in model.named_parameters()}
+    expected = dict(model.named_parameters())
     if set(tensors) != set(expected):
         raise ModelFileError(
             f"{directory / WEIGHTS}: holds tensors {sorted(tensors)}, expected {sorted(expected)}"
@@ -118,6 +117,38 @@ def load_model(directory: str | os.PathLike) -> DenoisingAutoencoder:
                 )
             p.copy_(t)
     return model
+
+
+def _build_dA(config: dict) -> DenoisingAutoencoder:
+    _check(_positive_int(config.get("n_visible")), "n_visible must be a positive integer")
+    _check(_positive_int(config.get("n_hidden")), "n_hidden must be a positive integer")
+    _check(_level(config.get("corruption_level")), "corruption_level must be in [0, 1)")
+    _check(isinstance(config.get("tied"), bool), "tied must be true or false")
+    _check(config.get("loss") in LOSSES, f"loss must be one of {', '.join(LOSSES)}")
+    _check(config.get("activation") in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}")
+    return DenoisingAutoencoder(config["n_visible"], config["n_hidden"],
+                                corruption_level=float(config["corruption_level"]), tied=config["tied"],
+                                loss=config["loss"], activation=config["activation"])
+
+
+def _build_sda(config: dict) -> StackedDenoisingAutoencoder:
+    sizes, levels = config.get("hidden_layer_sizes"), config.get("corruption_levels")
+    _check(_positive_int(config.get("n_visible")), "n_visible must be a positive integer")
+    _check(isinstance(sizes, list) and sizes and all(map(_positive_int, sizes)),
+           "hidden_layer_sizes must be a list of positive integers")
+    _check(isinstance(levels, list) and len(levels) == len(sizes) and all(map(_level, levels)),
+           "corruption_levels must hold one level in [0, 1) per layer")
+    _check(_positive_int(config.get("n_classes")) and config["n_classes"] >= 2, "n_classes must be at least 2")
+    return StackedDenoisingAutoencoder(config["n_visible"], sizes, config["n_classes"], [float(v) for v in levels])
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _level(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:

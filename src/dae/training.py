@@ -1,0 +1,479 @@
+"""Training a denoising autoencoder by minibatch stochastic gradient descent, as the tutorial does.
+
+The tutorial's loop (``test_dA``): for each epoch, for each minibatch index in order, one SGD
+step on the mean cost of that minibatch; the epoch reports the mean of the minibatch costs.
+That is what :func:`train` does, with the same numbers, but each step is written out by hand
+rather than left to autograd, because at batch size 20 the bookkeeping of a general engine
+costs more than the arithmetic.  Per step there are four matrix products and a handful of
+fused element-wise passes:
+
+    h   = x~ W + b ;  y = s(h)                     encoder                      (GEMM 1)
+    a   = y W^T + b'                               decoder logits               (GEMM 2)
+    dz  = c (sigmoid(a) - x)                       dL/da for cross-entropy (c = 1), or
+          c (a - x)                                for squared error (c = 2)
+    dy  = (dz W) * s'(y)                           back through the encoder     (GEMM 3)
+    W  -= lr/B [x~ ; dz]^T [dy ; y]                both gradient terms of tied W in one GEMM
+    b  -= lr/B sum(dy) ;  b' -= lr/B sum(dz)
+
+The last GEMM stacks x~ over dz and dy over y, so the two terms of the tied gradient
+(x~^T dy + dz^T y) come out of one product of inner size 2B that updates W in place.
+
+Work that does not depend on the weights is done in bulk, once per chunk of minibatches, with
+vectorised multi-threaded passes: the corruption of the inputs, and the cost, which is
+computed from the decoder logits that the steps leave behind.  The numbers are those of
+autograd on ``model.loss`` (tests/test_train.py checks one step against it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .autoencoder import DenoisingAutoencoder
+from .corruption import mask
+from .stacked import StackedDenoisingAutoencoder
+
+aten = torch.ops.aten
+
+# Rows handled per chunk of bulk work: big enough that the vectorised passes are cheap per
+# element, small enough that the chunk's buffers (about 3 x 2048 x 784 floats) stay in cache.
+CHUNK_ROWS = 2048
+
+
+class TrainingDiverged(ArithmeticError):
+    """The cost became NaN or infinite: the learning rate is too high for this model and data."""
+
+
+# Below this batch size a step's products are too small to share between threads: at batch 1,
+# a dA epoch of 784-1000 took 15 s on one thread and 42 s on two (benchmarks/bench_sda_steps.py).
+MIN_ROWS_FOR_THREADS = 8
+
+
+@contextlib.contextmanager
+def _threads_for(batch_size: int):
+    """Run tiny-batch training on one thread; leave the thread count as it was afterwards."""
+    n = torch.get_num_threads()
+    if batch_size >= MIN_ROWS_FOR_THREADS or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch of training reports."""
+
+    epoch: int  # 1-based, as the tutorial prints it
+    cost: float  # mean over the epoch's minibatches of the minibatch cost
+    seconds: float  # wall time of the epoch
+
+
+def as_generator(seed_or_generator: int | torch.Generator | None, device: torch.device) -> torch.Generator:
+    """A torch.Generator: the one given, a new one seeded with the int given, or a fresh one."""
+    if isinstance(seed_or_generator, torch.Generator):
+        return seed_or_generator
+    g = torch.Generator(device=device)
+    if seed_or_generator is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed_or_generator))
+    return g
+
+
+def train(
+    model: DenoisingAutoencoder,
+    x: torch.Tensor,
+    *,
+    epochs: int = 15,
+    learning_rate: float = 0.1,
+    batch_size: int = 20,
+    generator: int | torch.Generator | None = None,
+    callback: Callable[[EpochResult], None] | None = None,
+    progress: bool = False,
+) -> list[EpochResult]:
+    """Train ``model`` on the rows of ``x`` by minibatch SGD; return one result per epoch.
+
+    Defaults are the tutorial's (``test_dA``): 15 epochs, learning rate 0.1, batch size 20.
+    Minibatches are taken in order, ``x[i*B:(i+1)*B]``; as in the tutorial, the last
+    ``len(x) % batch_size`` rows, if any, are not used.  ``generator`` (a seed or a
+    ``torch.Generator``) drives the corruption: with the same seed and the same initial
+    weights, training on the CPU is bit-for-bit repeatable.  ``callback`` is called after
+    each epoch; ``progress`` shows a progress bar within each epoch.  A cost that becomes
+    NaN or infinite raises :class:`TrainingDiverged`.
+    """
+    if x.ndim != 2 or x.shape[1] != model.n_visible:
+        raise ValueError(f"x must have shape (n, {model.n_visible}), got {tuple(x.shape)}")
+    if epochs < 1 or batch_size < 1 or not learning_rate > 0:
+        raise ValueError("epochs, batch_size and learning_rate must be positive")
+    n_batches = x.shape[0] // batch_size
+    if n_batches == 0:
+        raise ValueError(f"need at least batch_size={batch_size} rows to train, got {x.shape[0]}")
+    device, dtype = model.W.device, model.W.dtype
+    x = x.to(device=device, dtype=dtype).contiguous()
+    generator = as_generator(generator, device)
+    step = _SGDStep(model, batch_size, max(1, min(n_batches, CHUNK_ROWS // batch_size)), learning_rate)
+
+    history = []
+    with torch.no_grad(), _threads_for(batch_size):
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            total = 0.0
+            with tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress) as bar:
+                for first in range(0, n_batches, step.batches_per_chunk):
+                    k = min(step.batches_per_chunk, n_batches - first)
+                    total += step.chunk(x[first * batch_size : (first + k) * batch_size], generator)
+                    bar.update(k)
+            result = EpochResult(epoch, total / (n_batches * batch_size), time.perf_counter() - start)
+            if not math.isfinite(result.cost):
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch} (cost {result.cost}); try a lower learning rate"
+                )
+            history.append(result)
+            if callback is not None:
+                callback(result)
+    return history
+
+
+class _SGDStep:
+    """Preallocated buffers and the hand-written SGD step of one dA (see the module docstring)."""
+
+    def __init__(self, model: DenoisingAutoencoder, batch_size: int, batches_per_chunk: int, lr: float) -> None:
+        B, V, H = batch_size, model.n_visible, model.n_hidden
+        factory = {"device": model.W.device, "dtype": model.W.dtype}
+        self.model, self.B, self.batches_per_chunk = model, B, batches_per_chunk
+        # For each minibatch of a chunk, L[i] stacks x~ (rows :B) over dz (rows B:);
+        # R stacks dy over y.  Then L[i]^T R is the whole tied-weight gradient.
+        self.L = torch.empty(batches_per_chunk, 2 * B, V, **factory)
+        self.A = torch.empty(batches_per_chunk, B, V, **factory)  # decoder logits
+        self.R = torch.empty(2 * B, H, **factory)
+        self.ones = torch.ones(B, **factory)
+        # Cross-entropy against a sigmoid output and squared error against a linear one both
+        # have dL/da = c (z - x); c = 2 for ||x - z||^2.  c/B (the minibatch mean) goes in the step.
+        self.cross_entropy = model.loss_name == "cross-entropy"
+        self.alpha = -lr * (1.0 if self.cross_entropy else 2.0) / B
+
+    def chunk(self, x: torch.Tensor, generator: torch.Generator) -> float:
+        """Run SGD over the consecutive minibatches of ``x``; return the sum of their costs."""
+        m, B = self.model, self.B
+        k = x.shape[0] // B
+        xs = x.view(k, B, -1)
+        L, A, R = self.L[:k], self.A[:k], self.R
+        mask(xs, m.corruption_level, generator=generator, out=L[:, :B])
+
+        W, b, b_prime, Wd = m.W, m.b, m.b_prime, m.decoder_weight
+        Wd_t = Wd.t()
+        dy, y = R[:B], R[B:]
+        dy_t = dy.t()
+        ones, alpha, tied = self.ones, self.alpha, m.W_prime is None
+        activate, activation_grad = _ACTIVATION_STEPS[m.activation]
+        addmm, mm, sigmoid, sub = torch.addmm, torch.mm, torch.sigmoid, torch.sub
+        cross_entropy = self.cross_entropy
+        for i in range(k):
+            Li, a, xi = L[i], A[i], xs[i]
+            x_tilde, dz = Li[:B], Li[B:]
+            addmm(b, x_tilde, W, out=y)
+            activate(y)
+            addmm(b_prime, y, Wd_t, out=a)
+            if cross_entropy:
+                sigmoid(a, out=dz)
+                dz.sub_(xi)
+            else:
+                sub(a, xi, out=dz)
+            mm(dz, Wd, out=dy)
+            activation_grad(dy, y)
+            b.addmv_(dy_t, ones, alpha=alpha)
+            b_prime.addmv_(dz.t(), ones, alpha=alpha)
+            if tied:
+                W.addmm_(Li.t(), R, alpha=alpha)
+            else:
+                W.addmm_(x_tilde.t(), dy, alpha=alpha)
+                Wd.addmm_(dz.t(), y, alpha=alpha)
+        return self._cost(xs, A)
+
+    def _cost(self, xs: torch.Tensor, A: torch.Tensor) -> float:
+        """Sum over the chunk of L(x, z), from the logits A the steps computed (before each update)."""
+        flat_x, flat_a = xs.reshape(-1), A.view(-1)
+        if self.cross_entropy:
+            # L = sum softplus(a) - x a, the stable form of -x log s(a) - (1 - x) log(1 - s(a)).
+            xa = torch.dot(flat_x, flat_a)
+            aten.softplus.out(flat_a, 1, 20, out=flat_a)
+            return float(flat_a.sum(dtype=torch.float64) - xa)
+        flat_a.sub_(flat_x)
+        return float(torch.dot(flat_a, flat_a))
+
+
+def _no_grad_step(dy: torch.Tensor, y: torch.Tensor) -> None:
+    pass
+
+
+# For each encoder activation: apply it in place, and multiply dy in place by s'(h) written in
+# terms of the output y (sigmoid: y (1 - y); tanh: 1 - y^2; relu: [y > 0]), one fused pass each.
+_ACTIVATION_STEPS = {
+    "sigmoid": (lambda y: torch.sigmoid(y, out=y), lambda dy, y: aten.sigmoid_backward.grad_input(dy, y, grad_input=dy)),
+    "tanh": (lambda y: torch.tanh(y, out=y), lambda dy, y: aten.tanh_backward.grad_input(dy, y, grad_input=dy)),
+    "relu": (torch.relu_, lambda dy, y: aten.threshold_backward.grad_input(dy, y, 0, grad_input=dy)),
+    "linear": (lambda y: None, _no_grad_step),
+}
+
+
+# --- stacked denoising autoencoders ---------------------------------------------------------
+
+
+def pretrain(
+    model: StackedDenoisingAutoencoder,
+    x: torch.Tensor,
+    *,
+    epochs: int | Sequence[int] = 15,
+    learning_rate: float | Sequence[float] = 0.001,
+    batch_size: int = 1,
+    generator: int | torch.Generator | None = None,
+    callback: Callable[[int, EpochResult], None] | None = None,
+    after_layer: Callable[[int], None] | None = None,
+    progress: bool = False,
+) -> list[list[EpochResult]]:
+    """Greedy layer-wise pre-training [Bengio07]: train the dA of each layer in turn, on the
+    clean codes of the layers below it, with :func:`train`.
+
+    ``epochs`` and ``learning_rate`` are one value for all layers or one per layer (defaults:
+    the tutorial's ``pretraining_epochs=15, pretrain_lr=0.001, batch_size=1``).  Each dA uses
+    its own ``corruption_level``.  ``callback(layer, result)`` follows each epoch (layer is
+    1-based) and ``after_layer(layer)`` each layer, e.g. to save a checkpoint.
+    """
+    n = model.n_layers
+    epochs, rates = _per_layer(epochs, n, "epochs"), _per_layer(learning_rate, n, "learning_rate")
+    generator = as_generator(generator, model.log_W.device)
+    histories = []
+    codes = x
+    for k, dA in enumerate(model.autoencoders):
+        report = None if callback is None else (lambda r, layer=k + 1: callback(layer, r))
+        histories.append(train(dA, codes, epochs=epochs[k], learning_rate=rates[k], batch_size=batch_size,
+                               generator=generator, callback=report, progress=progress))
+        if after_layer is not None:
+            after_layer(k + 1)
+        if k + 1 < n:  # the clean codes of this layer are the next dA's data
+            with torch.no_grad():
+                codes = torch.cat([model.hidden[k](c) for c in codes.split(CHUNK_ROWS * 4)])
+    return histories
+
+
+def _per_layer(value, n: int, name: str) -> list:
+    values = list(value) if isinstance(value, Sequence) else [value] * n
+    if len(values) != n:
+        raise ValueError(f"{name}: {len(values)} values for {n} layers")
+    return values
+
+
+@dataclass(frozen=True)
+class FinetuneEpoch:
+    """What one epoch of fine-tuning reports."""
+
+    epoch: int
+    train_loss: float  # mean negative log-likelihood over the epoch's minibatches
+    valid_error: float  # fraction of the validation set misclassified after the epoch
+    test_error: float | None  # measured, as in the tutorial, only when the validation error is a new best
+    learning_rate: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    history: list[FinetuneEpoch]
+    best_epoch: int
+    best_valid_error: float
+    test_error: float | None  # at the best validation point
+    stopped_by: str  # "patience" or "max_epochs"
+
+
+class Patience:
+    """The tutorial's early-stopping rule (``SdA.py``, ``mlp.py``), counted in minibatches.
+
+    Patience starts at ``patience_epochs`` epochs' worth of minibatches (tutorial: 10).  A
+    validation error below ``improvement_threshold`` (0.995, i.e. 0.5% better) times the best
+    so far sets patience to max(patience, ``patience_increase`` (2) x iteration).  Training
+    stops when the iteration count reaches the patience.
+    """
+
+    def __init__(self, n_batches: int, patience_epochs: int = 10, improvement_threshold: float = 0.995,
+                 patience_increase: float = 2.0) -> None:
+        self.n_batches = n_batches
+        self.patience = patience_epochs * n_batches
+        self.improvement_threshold, self.patience_increase = improvement_threshold, patience_increase
+        self.best = math.inf
+
+    def update(self, epoch: int, valid_error: float) -> bool:
+        """Record the validation error measured at the end of ``epoch``; True if it is the best."""
+        iteration = epoch * self.n_batches - 1  # 0-based index of the epoch's last minibatch
+        if valid_error >= self.best:
+            return False
+        if valid_error < self.best * self.improvement_threshold:
+            self.patience = max(self.patience, int(iteration * self.patience_increase))
+        self.best = valid_error
+        return True
+
+    def exhausted(self, epoch: int) -> bool:
+        """True if training must stop before the minibatch after ``epoch``."""
+        return self.patience <= epoch * self.n_batches
+
+
+def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of rows that ``model`` misclassifies (the tutorial's ``errors``)."""
+    with torch.no_grad():
+        wrong = sum(int((model(xc).argmax(1) != yc).sum()) for xc, yc in zip(x.split(4096), y.split(4096)))
+    return wrong / len(y)
+
+
+def finetune(
+    model: StackedDenoisingAutoencoder,
+    train_set: tuple[torch.Tensor, torch.Tensor],
+    valid_set: tuple[torch.Tensor, torch.Tensor],
+    test_set: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    max_epochs: int = 1000,
+    learning_rate: float = 0.1,
+    batch_size: int = 1,
+    momentum: float = 0.0,
+    schedule: str = "constant",
+    shuffle: bool = False,
+    input_corruption: float = 0.0,
+    dropout: float = 0.0,
+    patience_epochs: int = 10,
+    generator: int | torch.Generator | None = None,
+    callback: Callable[[FinetuneEpoch], None] | None = None,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Fine-tune the whole stack by minibatch SGD on the negative log-likelihood of the labels.
+
+    Defaults are the tutorial's (``finetune_lr=0.1, training_epochs=1000, batch_size=1``,
+    minibatches in order, no momentum).  After each epoch the validation error is measured;
+    early stopping follows :class:`Patience`; the test error is measured at each new best,
+    and the best model is restored at the end.  ``schedule`` is "constant" or "cosine" (the
+    learning rate falls from ``learning_rate`` to 0 along a half cosine over ``max_epochs``);
+    ``shuffle`` draws a new order of the training examples each epoch; ``input_corruption``
+    masks that fraction of each training input (the denoising criterion kept on as a
+    regulariser during fine-tuning; the tutorial's value is 0); ``dropout`` drops hidden units
+    during fine-tuning (not in the tutorial either).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    x, y = train_set
+    n_batches = len(x) // batch_size
+    if n_batches == 0:
+        raise ValueError(f"need at least batch_size={batch_size} training examples, got {len(x)}")
+    generator = as_generator(generator, x.device)
+    step = _FinetuneStep(model, momentum, dropout, generator)
+    rule = Patience(n_batches, patience_epochs)
+    history, best_state, best_epoch, test_error, stopped_by = [], None, 0, None, "max_epochs"
+    for epoch in range(1, max_epochs + 1):
+        start = time.perf_counter()
+        lr = learning_rate * SCHEDULES[schedule]((epoch - 1) / max_epochs)
+        if shuffle:
+            order = torch.randperm(len(x), generator=generator, device=x.device)
+            xs, ys = x[order], y[order]
+        else:
+            xs, ys = x, y
+        total = 0.0
+        with torch.no_grad(), _threads_for(batch_size):
+            for i in tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
+                          disable=not progress, mininterval=0.5):
+                rows = slice(i * batch_size, (i + 1) * batch_size)
+                xb = mask(xs[rows], input_corruption, generator) if input_corruption else xs[rows]
+                total += step(xb, ys[rows], lr)
+        valid_error = error_rate(model, *valid_set)
+        this_test = None
+        if rule.update(epoch, valid_error):
+            best_epoch, best_state = epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if test_set is not None:
+                this_test = test_error = error_rate(model, *test_set)
+        record = FinetuneEpoch(epoch, total / n_batches, valid_error, this_test, lr, time.perf_counter() - start)
+        if not math.isfinite(record.train_loss):
+            raise TrainingDiverged(f"fine-tuning diverged at epoch {epoch}; try a lower learning rate")
+        history.append(record)
+        if callback is not None:
+            callback(record)
+        if rule.exhausted(epoch):
+            stopped_by = "patience"
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FinetuneResult(history, best_epoch, rule.best, test_error, stopped_by)
+
+
+class _FinetuneStep:
+    """One step of minibatch SGD (with optional momentum) on the negative log-likelihood of the
+    whole stack, written out by hand as for the dA (see the module docstring).
+
+    Forward: h_k = s(h_{k-1} W_k + b_k); logits = h_L W + b.  Backward: the gradient of the
+    mean NLL at the logits is (softmax - onehot) / B; through a sigmoid layer it is
+    (d W^T) * h (1 - h).  Update, as torch.optim.SGD: v = momentum v + g; W -= lr v.  With
+    momentum the gradient GEMM accumulates straight into v (beta = momentum); without, into W.
+    With ``dropout`` p > 0, each hidden unit's output is zeroed with probability p and the
+    others scaled by 1 / (1 - p) during training (inverted dropout, Srivastava et al. 2014).
+    """
+
+    def __init__(self, model: StackedDenoisingAutoencoder, momentum: float, dropout: float = 0.0,
+                 generator: torch.Generator | None = None) -> None:
+        self.weights = [(layer.W, layer.b) for layer in model.hidden] + [(model.log_W, model.log_b)]
+        self.momentum, self.dropout, self.generator = momentum, dropout, generator
+        self.velocity = [(torch.zeros_like(W), torch.zeros_like(b)) for W, b in self.weights] if momentum else None
+        self._rows = self._ones = None  # arange(B) and ones(B), made once per batch size
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
+        """One step on the minibatch (x, y); returns its mean NLL before the step."""
+        B = x.shape[0]
+        inputs, outputs, masks, h = [x], [], [], x
+        for W, b in self.weights[:-1]:
+            h = torch.addmm(b, h, W).sigmoid_()
+            outputs.append(h)
+            if self.dropout:
+                keep = torch.empty_like(h).bernoulli_(1.0 - self.dropout, generator=self.generator)
+                keep.div_(1.0 - self.dropout)
+                masks.append(keep)
+                h = h * keep
+            inputs.append(h)
+        W, b = self.weights[-1]
+        log_p = torch.log_softmax(torch.addmm(b, h, W), dim=1)
+        if self._rows is None or len(self._rows) != B:
+            self._rows = torch.arange(B, device=x.device)
+            self._ones = torch.ones(B, device=x.device, dtype=x.dtype)
+        rows, ones = self._rows, self._ones
+        loss = -float(log_p[rows, y].sum()) / B
+        d = log_p.exp_()
+        d[rows, y] -= 1.0
+        d.div_(B)
+        deltas = [d]
+        for k in range(len(self.weights) - 1, 0, -1):  # back through the (dropped-out) sigmoid layers
+            g = d @ self.weights[k][0].t()
+            if self.dropout:
+                g.mul_(masks[k - 1])
+            d = aten.sigmoid_backward(g, outputs[k - 1])
+            deltas.append(d)
+        deltas.reverse()
+        for k, ((W, b), h, d) in enumerate(zip(self.weights, inputs, deltas)):
+            if self.velocity is None:
+                W.addmm_(h.t(), d, alpha=-lr)
+                b.addmv_(d.t(), ones, alpha=-lr)
+            else:
+                vW, vb = self.velocity[k]
+                vW.addmm_(h.t(), d, beta=self.momentum)
+                vb.addmv_(d.t(), ones, beta=self.momentum)
+                W.add_(vW, alpha=-lr)
+                b.add_(vb, alpha=-lr)
+        return loss
+
+
+SCHEDULES = {
+    "constant": lambda t: 1.0,
+    "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
+}
