@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dae import DenoisingAutoencoder, mask
+from dae import DenoisingAutoencoder, mask, train
+from dae.corruption import corrupt, gaussian, salt_and_pepper
 
 
 def test_initial_weights_are_uniform_in_the_tutorial_interval_and_biases_zero():
@@ -111,3 +112,34 @@ def test_loss_is_the_minibatch_mean_of_the_error_on_the_corrupted_input():
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DenoisingAutoencoder(4, 2, **kwargs)
+
+
+def test_gaussian_noise_has_mean_zero_and_the_stated_standard_deviation():
+    x = torch.rand(500, 400)
+    noise = gaussian(x, 0.25, generator=torch.Generator().manual_seed(3)) - x
+    assert abs(noise.mean().item()) < 5 * 0.25 / math.sqrt(x.numel())
+    assert abs(noise.std().item() - 0.25) < 0.003
+
+
+@pytest.mark.parametrize("nu", [0.1, 0.4])
+def test_salt_and_pepper_sets_the_stated_fraction_to_0_or_1_in_equal_shares(nu):
+    x = torch.rand(500, 400) * 0.8 + 0.1  # no 0s or 1s to begin with
+    x_tilde = salt_and_pepper(x, nu, generator=torch.Generator().manual_seed(4))
+    zeros, ones = (x_tilde == 0).float().mean().item(), (x_tilde == 1).float().mean().item()
+    sigma = math.sqrt(nu * (1 - nu) / x.numel())
+    assert abs(zeros + ones - nu) < 5 * sigma
+    assert abs(zeros / (zeros + ones) - 0.5) < 5 * math.sqrt(0.25 / (nu * x.numel()))
+    untouched = (x_tilde != 0) & (x_tilde != 1)
+    assert torch.equal(x_tilde[untouched], x[untouched])
+
+
+@pytest.mark.parametrize("noise", ["masking", "gaussian", "salt-and-pepper"])
+def test_every_noise_process_trains_with_the_fast_step_and_its_corruption_is_the_models(noise):
+    m = DenoisingAutoencoder(20, 8, corruption_level=0.3, noise=noise, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(8, 20)
+    # The training loop corrupts through dae.corruption.corrupt, as model.corrupt does.
+    a = m.corrupt(x, torch.Generator().manual_seed(9))
+    b = corrupt(x, noise, 0.3, torch.Generator().manual_seed(9))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    history = train(m, torch.rand(200, 20), epochs=3, batch_size=10, generator=0)
+    assert history[-1].cost < history[0].cost

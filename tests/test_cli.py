@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -70,6 +71,16 @@ def test_tutorial_runs_end_to_end_on_a_small_setting(tmp_path, tiny_npy, capsys)
     assert stdout.count("Training epoch 2, cost") == 2
 
 
+@pytest.mark.parametrize("noise", ["gaussian", "salt-and-pepper"])
+def test_every_noise_process_can_be_chosen_from_the_command_line(tmp_path, tiny_npy, capsys, noise):
+    out = tmp_path / noise
+    code, _, err = run(capsys, "train", "--data", tiny_npy, "--noise", noise, "--hidden", 5, "--epochs", 2,
+                       "--out", out, "--quiet")
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["noise"] == noise
+    assert load_model(out).noise == noise
+
+
 def test_same_seed_same_model_from_the_command_line(tmp_path, tiny_npy, capsys):
     for name in ("a", "b"):
         assert run(capsys, "train", "--data", tiny_npy, "--hidden", 5, "--epochs", 2, "--out", tmp_path / name,
@@ -112,6 +123,7 @@ BAD_CALLS = [
     (["train", "--seed", "-1"], "seed"),
     (["train", "--loss", "hinge"], "loss"),
     (["train", "--activation", "softmax"], "activation"),
+    (["train", "--noise", "pink"], "noise"),
     (["train", "--bogus"], "unrecognized"),
     (["fly"], "invalid choice"),
     ([], "required"),
@@ -173,3 +185,74 @@ def test_every_subcommand_has_help(capsys):
             main([command, "--help"])
         assert e.value.code == 0
         assert "--data" in capsys.readouterr().out
+
+
+@pytest.fixture
+def trained(tmp_path, tiny_npy, capsys):
+    out = tmp_path / "model"
+    assert run(capsys, "train", "--data", tiny_npy, "--hidden", 7, "--epochs", 2, "--out", out, "--quiet")[0] == 0
+    return out
+
+
+def test_encode_writes_the_codes_of_every_row(tmp_path, tiny_npy, trained, capsys):
+    code, stdout, err = run(capsys, "encode", "--model", trained, "--data", tiny_npy, "--out", tmp_path / "f.npy")
+    assert code == 0, err
+    features = np.load(tmp_path / "f.npy")
+    x = np.load(tiny_npy)
+    with torch.no_grad():
+        expected = load_model(trained).encode(torch.from_numpy(x)).numpy()
+    assert features.shape == (400, 7) and np.allclose(features, expected, atol=1e-6)
+    assert json.loads(stdout)["features"] == 7
+
+
+def test_score_writes_one_reconstruction_error_per_row_and_summarises_them(tmp_path, tiny_npy, trained, capsys):
+    for name in ("s.npy", "s.csv"):
+        code, stdout, err = run(capsys, "score", "--model", trained, "--data", tiny_npy, "--out", tmp_path / name)
+        assert code == 0, err
+    scores = np.load(tmp_path / "s.npy")
+    assert np.allclose(np.loadtxt(tmp_path / "s.csv"), scores)
+    with torch.no_grad():
+        expected = load_model(trained).reconstruction_error(torch.from_numpy(np.load(tiny_npy))).numpy()
+    assert scores.shape == (400,) and np.allclose(scores, expected, rtol=1e-5)
+    summary = json.loads(stdout)
+    assert summary["rows"] == 400 and np.isclose(summary["mean"], scores.mean())
+    assert summary["min"] <= summary["p50"] <= summary["max"]
+
+
+def test_encode_takes_a_layer_of_an_sda(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 16)).astype(np.float32)
+    np.savez(tmp_path / "lab.npz", x_train=x, y_train=(x[:, 0] > 0.5).astype(np.int64))
+    assert main(["sda", "--data", str(tmp_path / "lab.npz"), "--hidden", "9,5", "--pretrain-epochs", "1",
+                 "--finetune-epochs", "2", "--batch-size", "10", "--out", str(tmp_path / "sda"), "--quiet"]) == 0
+    for layer, width in ((1, 9), (2, 5)):
+        out = tmp_path / f"l{layer}.npy"
+        assert run(capsys, "encode", "--model", tmp_path / "sda", "--data", tmp_path / "lab.npz",
+                   "--layer", layer, "--out", out)[0] == 0
+        assert np.load(out).shape == (300, width)
+
+
+ENCODE_MISTAKES = [
+    (["encode", "--model", "{nomodel}", "--data", "{data}", "--out", "{out}"], "no such model folder"),
+    (["encode", "--model", "{model}", "--data", "{wide}", "--out", "{out}"], "values per row"),
+    (["encode", "--model", "{model}", "--data", "{data}", "--out", "{txt}"], "must end in .npy"),
+    (["encode", "--model", "{model}", "--data", "{data}", "--out", "{data}"], "already exists"),
+    (["encode", "--model", "{model}", "--data", "{data}", "--split", "test", "--out", "{out}"], "no test split"),
+    (["encode", "--model", "{model}", "--data", "{data}", "--layer", "2", "--out", "{out}"], "one hidden layer"),
+    (["score", "--model", "{model}", "--data", "{missing}", "--out", "{out}"], "no such file"),
+    (["score", "--model", "{model}", "--data", "{data}", "--out", "{nodir}"], "no such folder"),
+    (["score", "--model", "{data}", "--data", "{data}", "--out", "{out}"], "no such model folder"),
+    (["score", "--data", "{data}", "--out", "{out}"], "--model"),
+]
+
+
+@pytest.mark.parametrize("argv, phrase", ENCODE_MISTAKES, ids=[f"{a[0]}-{p}" for a, p in ENCODE_MISTAKES])
+def test_encode_and_score_mistakes_are_clean_errors(tmp_path, tiny_npy, trained, capsys, argv, phrase):
+    np.save(tmp_path / "wide.npy", np.zeros((5, 40), np.float32))
+    names = {"model": trained, "data": tiny_npy, "wide": tmp_path / "wide.npy", "out": tmp_path / "o.npy",
+             "txt": tmp_path / "o.txt", "nomodel": tmp_path / "nope", "missing": tmp_path / "missing.npy",
+             "nodir": tmp_path / "no" / "o.npy"}
+    code, _, err = run(capsys, *[a.format(**names) for a in argv])
+    assert code == 2 and err.startswith("dae: error: ") and err.count("\n") == 1, err
+    assert phrase in err
+    assert not (tmp_path / "o.npy").exists() and not (tmp_path / "o.txt").exists()

@@ -282,3 +282,12 @@ def test_hand_written_dropout_step_matches_autograd_with_the_same_masks():
                 p -= 0.5 * p.grad
     for (name, p), q in zip(m.named_parameters(), reference.parameters()):
         assert torch.allclose(p, q, rtol=1e-10, atol=1e-12), name
+
+
+@pytest.mark.parametrize("kwargs", [{"max_epochs": 0}, {"learning_rate": -1.0}, {"momentum": 1.0},
+                                    {"dropout": 1.0}, {"schedule": "step"}, {"batch_size": 1000}])
+def test_finetune_refuses_bad_settings(kwargs):
+    x, y = tiny_problem(100)
+    m = StackedDenoisingAutoencoder(16, [4], 4)
+    with pytest.raises(ValueError):
+        finetune(m, (x, y), (x, y), **kwargs)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .corruption import mask
+from .corruption import NOISES, corrupt
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
 LOSSES = ("cross-entropy", "squared-error")
@@ -53,7 +53,10 @@ class DenoisingAutoencoder(nn.Module):
     n_visible, n_hidden : int
         Sizes of the input and of the code (tutorial: 784 and 500 for MNIST).
     corruption_level : float
-        Probability with which each input is zeroed before encoding (tutorial: 0.0 and 0.3).
+        The level of the noise: for masking (the tutorial's), the probability with which each
+        input is zeroed before encoding (tutorial: 0.0 and 0.3).
+    noise : {"masking", "gaussian", "salt-and-pepper"}
+        The noise process (see :mod:`dae.corruption`); the level is p, sigma or nu.
     tied : bool
         If True (the tutorial's choice), the decoder uses W' = W.  If False it has its own
         ``W_prime`` of the same shape, initialised like ``W``.
@@ -83,6 +86,7 @@ class DenoisingAutoencoder(nn.Module):
         n_hidden: int,
         *,
         corruption_level: float = 0.0,
+        noise: str = "masking",
         tied: bool = True,
         loss: str = "cross-entropy",
         activation: str = "sigmoid",
@@ -97,6 +101,8 @@ class DenoisingAutoencoder(nn.Module):
             raise ValueError(f"n_visible and n_hidden must be positive, got {n_visible} and {n_hidden}")
         if not 0.0 <= corruption_level < 1.0:
             raise ValueError(f"corruption_level must be in [0, 1), got {corruption_level}")
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if activation not in ACTIVATIONS:
@@ -108,6 +114,7 @@ class DenoisingAutoencoder(nn.Module):
         self.n_visible = n_visible
         self.n_hidden = n_hidden
         self.corruption_level = float(corruption_level)
+        self.noise = noise
         self.tied = tied
         self.loss_name = loss
         self.activation = activation
@@ -142,8 +149,8 @@ class DenoisingAutoencoder(nn.Module):
         return self.W if self.W_prime is None else self.W_prime
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x~: x with each input zeroed independently with probability ``corruption_level``."""
-        return mask(x, self.corruption_level, generator=generator)
+        """x~ ~ q(x~ | x): for masking, x with each input zeroed with probability ``corruption_level``."""
+        return corrupt(x, self.noise, self.corruption_level, generator)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code y = s(x W + b) (tutorial: get_hidden_values)."""
@@ -189,6 +196,6 @@ class DenoisingAutoencoder(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, "
-            f"corruption_level={self.corruption_level}, tied={self.tied}, "
+            f"corruption_level={self.corruption_level}, noise={self.noise!r}, tied={self.tied}, "
             f"loss={self.loss_name!r}, activation={self.activation!r}"
         )

@@ -3,6 +3,8 @@
     dae train      train one denoising autoencoder (the tutorial's defaults) and write its outputs
     dae tutorial   the tutorial's experiment: corruption 0% and 30%, filters of each
     dae sda        stacked denoising autoencoders: pre-training, fine-tuning, test error
+    dae encode     features of a data set from a trained model
+    dae score      reconstruction errors of a data set: anomaly scores
 
 Data flows one way: options -> data -> model -> training loop -> files.  Every mistake a user
 can make (a bad option, a missing or corrupt file, data out of range) ends in one line
@@ -12,6 +14,7 @@ can make (a bad option, a missing or corrupt file, data out of range) ends in on
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -20,10 +23,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
+from .corruption import NOISES
 from .data import DataError, Dataset, load_data
 from .files import write_bytes, write_text
 from .plots import save_filters, save_learning_curve, save_reconstructions
@@ -111,7 +116,9 @@ def build_parser() -> Parser:
                        help="minibatch size (default: %(default)s)")
         if corruption_option:
             p.add_argument("--corruption", type=corruption, default=d["corruption"],
-                           help="fraction of inputs zeroed (default: %(default)s)")
+                           help="noise level: the fraction of inputs zeroed for masking (default: %(default)s)")
+        p.add_argument("--noise", choices=NOISES, default="masking",
+                       help="noise process; --corruption is its level: p, sigma or nu (default: %(default)s)")
         p.add_argument("--seed", type=seed, default=d["seed"], help="random seed (default: %(default)s)")
         p.add_argument("--loss", choices=LOSSES, default="cross-entropy",
                        help="cross-entropy with a sigmoid decoder (inputs in [0, 1]; default) "
@@ -126,6 +133,17 @@ def build_parser() -> Parser:
                              description="Train one denoising autoencoder; defaults are the tutorial's.")
     common(train_p, corruption_option=True)
     sda_parser(sub)
+    for name, text in (("encode", "write the features (codes) of each row of a data set"),
+                       ("score", "write the reconstruction error of each row: an anomaly score")):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("--model", required=True, metavar="DIR", help="a model folder written by dae train or dae sda")
+        p.add_argument("--data", required=True, metavar="PATH",
+                       help="'mnist' (bundled), a folder of MNIST-format IDX files, or a .npy, .npz, .csv or IDX file")
+        p.add_argument("--split", choices=("train", "valid", "test"), default="train",
+                       help="which split of a data set with several (default: %(default)s)")
+        p.add_argument("--out", required=True, metavar="FILE", help="a new .npy (or, for score, .csv) file")
+        if name == "encode":
+            p.add_argument("--layer", type=positive_int, metavar="K", help="for SdA models: the layer (default: top)")
     tutorial_p = sub.add_parser("tutorial", help="the tutorial's experiment: corruption 0%% and 30%%",
                                 description="The tutorial's experiment: train a dA with corruption 0%% and "
                                             "30%% and save the filters of each.")
@@ -173,7 +191,9 @@ def sda_parser(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"train": run_train, "tutorial": run_tutorial, "sda": run_sda}[args.command](args)
+        commands = {"train": run_train, "tutorial": run_tutorial, "sda": run_sda, "encode": run_encode,
+                    "score": run_score}
+        return commands[args.command](args)
     except (UsageError, DataError, ModelFileError, TrainingDiverged) as e:
         print(f"dae: error: {e}", file=sys.stderr)
         return 2
@@ -228,7 +248,8 @@ def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path)
     out.mkdir(parents=True, exist_ok=True)
     x = data.train.x
     generator = as_generator(args.seed, torch.device("cpu"))  # the one place randomness is seeded
-    model = DenoisingAutoencoder(x.shape[1], args.hidden, corruption_level=level, tied=not args.untied,
+    model = DenoisingAutoencoder(x.shape[1], args.hidden, corruption_level=level, noise=args.noise,
+                                 tied=not args.untied,
                                  loss=args.loss, activation=args.activation, generator=generator)
     metrics: list[str] = []
 
@@ -256,7 +277,8 @@ def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path)
     n_train = (x.shape[0] // args.batch_size) * args.batch_size
     summary = {
         "data": data.name, "n_train": n_train, "n_visible": x.shape[1], "n_hidden": args.hidden,
-        "corruption_level": level, "loss": args.loss, "activation": args.activation, "tied": not args.untied,
+        "corruption_level": level, "noise": args.noise, "loss": args.loss, "activation": args.activation,
+        "tied": not args.untied,
         "epochs": len(history), "learning_rate": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "final_cost": history[-1].cost, "train_seconds": round(seconds, 3),
         "seconds_per_epoch": round(seconds / len(history), 4),
@@ -393,6 +415,71 @@ def _labelled_splits(data: Dataset, source: str):
         x, y, valid = x[:-n_valid], y[:-n_valid], (x[-n_valid:], y[-n_valid:])
     test = tuple(data.test) if data.test is not None and data.test.y is not None else None
     return (x, y), valid, test
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    model, x = _model_and_rows(args)
+    if isinstance(model, StackedDenoisingAutoencoder):
+        layer = model.n_layers if args.layer is None else args.layer
+        if layer > model.n_layers:
+            raise UsageError(f"--layer {layer}: the model has {model.n_layers} hidden layers")
+        encode = lambda rows: model.encode(rows, layer=layer)  # noqa: E731
+    else:
+        if args.layer not in (None, 1):
+            raise UsageError(f"--layer {args.layer}: a DenoisingAutoencoder has one hidden layer")
+        encode = model.encode
+    with torch.no_grad():
+        features = torch.cat([encode(rows) for rows in x.split(4096)]).numpy()
+    _write_array(args.out, features)
+    print(json.dumps({"out": args.out, "rows": features.shape[0], "features": features.shape[1]}))
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    model, x = _model_and_rows(args)
+    if not isinstance(model, DenoisingAutoencoder):
+        raise UsageError(f"--model {args.model}: score needs a DenoisingAutoencoder (dae train), not an SdA")
+    with torch.no_grad():
+        scores = torch.cat([model.reconstruction_error(rows) for rows in x.split(4096)]).numpy()
+    _write_array(args.out, scores)
+    q = np.quantile(scores, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+    summary = {"out": args.out, "rows": len(scores), "loss": model.loss_name, "mean": float(scores.mean()),
+               "std": float(scores.std()), "min": float(scores.min()), "max": float(scores.max()),
+               **{f"p{p}": float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q)}}
+    print(json.dumps(summary))
+    return 0
+
+
+def _model_and_rows(args: argparse.Namespace):
+    """The model of --model and the rows of --data --split, checked against each other."""
+    model = load_model(args.model)
+    loss = model.loss_name if isinstance(model, DenoisingAutoencoder) else "cross-entropy"
+    data = load_data(args.data, loss=loss)
+    split = getattr(data, args.split)
+    if split is None:
+        raise UsageError(f"--split {args.split}: {args.data} has no {args.split} split")
+    x = split.x
+    if x.shape[1] != model.n_visible:
+        raise UsageError(f"{args.data} has {x.shape[1]} values per row, the model expects {model.n_visible}")
+    out = Path(args.out)
+    suffixes = (".npy", ".csv") if args.command == "score" else (".npy",)
+    if out.suffix not in suffixes:
+        raise UsageError(f"--out {args.out}: the file name must end in {' or '.join(suffixes)}")
+    if out.exists():
+        raise UsageError(f"--out {args.out}: already exists; choose a new file name")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: no such folder {out.parent}")
+    return model, x
+
+
+def _write_array(path: str, array: np.ndarray) -> None:
+    """Write a .npy, or a .csv of one value per line, atomically."""
+    if path.endswith(".csv"):
+        write_text(path, "".join(f"{v!r}\n" for v in array.tolist()))
+        return
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes(path, buffer.getvalue())
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
+from .corruption import NOISES
 from .stacked import StackedDenoisingAutoencoder
 from .files import write_bytes, write_text
 
@@ -54,7 +55,7 @@ def save_model(model: DenoisingAutoencoder | StackedDenoisingAutoencoder, direct
 def _architecture(model) -> dict:
     if isinstance(model, DenoisingAutoencoder):
         return {"n_visible": model.n_visible, "n_hidden": model.n_hidden,
-                "corruption_level": model.corruption_level, "tied": model.tied,
+                "corruption_level": model.corruption_level, "noise": model.noise, "tied": model.tied,
                 "loss": model.loss_name, "activation": model.activation}
     if isinstance(model, StackedDenoisingAutoencoder):
         return {"n_visible": model.n_visible, "hidden_layer_sizes": model.hidden_layer_sizes,
@@ -123,11 +124,13 @@ def _build_dA(config: dict) -> DenoisingAutoencoder:
     _check(_positive_int(config.get("n_visible")), "n_visible must be a positive integer")
     _check(_positive_int(config.get("n_hidden")), "n_hidden must be a positive integer")
     _check(_level(config.get("corruption_level")), "corruption_level must be in [0, 1)")
+    _check(config.get("noise") in NOISES, f"noise must be one of {', '.join(NOISES)}")
     _check(isinstance(config.get("tied"), bool), "tied must be true or false")
     _check(config.get("loss") in LOSSES, f"loss must be one of {', '.join(LOSSES)}")
     _check(config.get("activation") in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}")
     return DenoisingAutoencoder(config["n_visible"], config["n_hidden"],
-                                corruption_level=float(config["corruption_level"]), tied=config["tied"],
+                                corruption_level=float(config["corruption_level"]), noise=config["noise"],
+                                tied=config["tied"],
                                 loss=config["loss"], activation=config["activation"])
 
 

@@ -1,4 +1,8 @@
-"""Training a denoising autoencoder by minibatch stochastic gradient descent, as the tutorial does.
+"""Minibatch stochastic gradient descent, as the tutorial does it.
+
+* :func:`train` trains one dA (the tutorial's ``dA.py``);
+* :func:`pretrain` trains the dAs of a stack one layer at a time, and :func:`finetune` trains
+  the whole stack on the labels with the tutorial's early stopping (``SdA.py``).
 
 The tutorial's loop (``test_dA``): for each epoch, for each minibatch index in order, one SGD
 step on the mean cost of that minibatch; the epoch reports the mean of the minibatch costs.
@@ -21,7 +25,9 @@ The last GEMM stacks x~ over dz and dy over y, so the two terms of the tied grad
 Work that does not depend on the weights is done in bulk, once per chunk of minibatches, with
 vectorised multi-threaded passes: the corruption of the inputs, and the cost, which is
 computed from the decoder logits that the steps leave behind.  The numbers are those of
-autograd on ``model.loss`` (tests/test_train.py checks one step against it).
+autograd on ``model.loss`` (tests/test_train.py checks one step against it).  Fine-tuning
+is written out by hand the same way (:class:`_FinetuneStep`, checked against autograd and
+torch.optim.SGD in tests/test_stacked.py).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .autoencoder import DenoisingAutoencoder
-from .corruption import mask
+from .corruption import corrupt, mask
 from .stacked import StackedDenoisingAutoencoder
 
 aten = torch.ops.aten
@@ -170,7 +176,7 @@ class _SGDStep:
         k = x.shape[0] // B
         xs = x.view(k, B, -1)
         L, A, R = self.L[:k], self.A[:k], self.R
-        mask(xs, m.corruption_level, generator=generator, out=L[:, :B])
+        corrupt(xs, m.noise, m.corruption_level, generator, out=L[:, :B])
 
         W, b, b_prime, Wd = m.W, m.b, m.b_prime, m.decoder_weight
         Wd_t = Wd.t()
@@ -367,6 +373,10 @@ def finetune(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if max_epochs < 1 or batch_size < 1 or not learning_rate > 0 or patience_epochs < 1:
+        raise ValueError("max_epochs, batch_size, learning_rate and patience_epochs must be positive")
+    if not (0 <= momentum < 1 and 0 <= input_corruption < 1 and 0 <= dropout < 1):
+        raise ValueError("momentum, input_corruption and dropout must be in [0, 1)")
     x, y = train_set
     n_batches = len(x) // batch_size
     if n_batches == 0:
