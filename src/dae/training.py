@@ -343,7 +343,7 @@ def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def finetune(
     model: StackedDenoisingAutoencoder,
     train_set: tuple[torch.Tensor, torch.Tensor],
-    valid_set: tuple[torch.Tensor, torch.Tensor],
+    valid_set: tuple[torch.Tensor, torch.Tensor] | None,
     test_set: tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
     max_epochs: int = 1000,
@@ -369,7 +369,8 @@ def finetune(
     ``shuffle`` draws a new order of the training examples each epoch; ``input_corruption``
     masks that fraction of each training input (the denoising criterion kept on as a
     regulariser during fine-tuning; the tutorial's value is 0); ``dropout`` drops hidden units
-    during fine-tuning (not in the tutorial either).
+    during fine-tuning (not in the tutorial either).  Without a ``valid_set`` there is no
+    early stopping: all ``max_epochs`` run, and the test error is that of the final model.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
@@ -400,9 +401,13 @@ def finetune(
                 rows = slice(i * batch_size, (i + 1) * batch_size)
                 xb = mask(xs[rows], input_corruption, generator) if input_corruption else xs[rows]
                 total += step(xb, ys[rows], lr)
-        valid_error = error_rate(model, *valid_set)
+        if valid_set is None:  # no early stopping: the final model is the one kept
+            valid_error, is_best = math.nan, epoch == max_epochs
+        else:
+            valid_error = error_rate(model, *valid_set)
+            is_best = rule.update(epoch, valid_error)
         this_test = None
-        if rule.update(epoch, valid_error):
+        if is_best:
             best_epoch, best_state = epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}
             if test_set is not None:
                 this_test = test_error = error_rate(model, *test_set)
@@ -412,12 +417,13 @@ def finetune(
         history.append(record)
         if callback is not None:
             callback(record)
-        if rule.exhausted(epoch):
+        if valid_set is not None and rule.exhausted(epoch):
             stopped_by = "patience"
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FinetuneResult(history, best_epoch, rule.best, test_error, stopped_by)
+    best_valid_error = math.nan if valid_set is None else rule.best
+    return FinetuneResult(history, best_epoch, best_valid_error, test_error, stopped_by)
 
 
 class _FinetuneStep:

@@ -1,0 +1,262 @@
+"""scikit-learn estimators: a denoising autoencoder as a transformer, an SdA as a classifier.
+
+They follow scikit-learn's conventions (``BernoulliRBM`` is the closest relative): the
+constructor stores its parameters untouched; ``fit`` validates its input and sets the learned
+attributes, which end in an underscore; ``random_state`` makes every fit repeatable.  Both
+pass ``sklearn.utils.estimator_checks.check_estimator`` and work in ``Pipeline`` and
+``GridSearchCV``.
+
+Inputs outside [0, 1].  The cross-entropy loss treats each input as the probability of a
+pixel being on, so it needs values in [0, 1].  Data already in [0, 1] (pixels / 255, say)
+are used as they are.  Other data are mapped into [0, 1] by one affine map learned in
+``fit`` from the training data's overall minimum and maximum (one map for all features, so
+images keep their relative intensities); ``transform`` and friends apply the same map and
+clip what falls outside.  With ``loss="squared-error"`` (a linear decoder) inputs are used as
+they are.  ``input_range_`` records the (minimum, maximum) that maps to [0, 1].
+
+Requires scikit-learn (``pip install scikit-learn``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .autoencoder import DenoisingAutoencoder
+from .stacked import StackedDenoisingAutoencoder
+from .training import finetune, pretrain, train
+
+__all__ = ["DAETransformer", "SdAClassifier"]
+
+
+class _UnitInterval:
+    """The affine map of the training data into [0, 1] used with cross-entropy (see above)."""
+
+    def fit_range(self, X: np.ndarray, needed: bool) -> None:
+        lo, hi = (float(X.min()), float(X.max())) if needed else (0.0, 1.0)
+        self.input_range_ = (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi)
+
+    def to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        lo, hi = self.input_range_
+        x = torch.tensor(np.asarray(X, dtype=np.float32))
+        if (lo, hi) != (0.0, 1.0):
+            x = ((x - lo) / max(hi - lo, np.finfo(np.float32).tiny)).clamp_(0.0, 1.0)
+        return x
+
+
+def _seed(random_state) -> int:
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInterval, BaseEstimator):
+    """A denoising autoencoder [Vincent08] as a scikit-learn transformer: X -> its code.
+
+    Parameters
+    ----------
+    n_hidden : int, default=500
+        Size of the code (tutorial: 500).
+    n_epochs : int, default=15
+        Passes over the data in ``fit`` (tutorial: 15).
+    learning_rate : float, default=0.1
+        SGD step size (tutorial: 0.1).
+    batch_size : int, default=20
+        Minibatch size (tutorial: 20); at most the number of samples.
+    corruption_level : float, default=0.3
+        Noise level (tutorial: 0.3 with masking).
+    noise : {"masking", "gaussian", "salt-and-pepper"}, default="masking"
+    loss : {"cross-entropy", "squared-error"}, default="cross-entropy"
+    activation : {"sigmoid", "tanh", "relu", "linear"}, default="sigmoid"
+    tied : bool, default=True
+    random_state : int, RandomState instance or None, default=None
+
+    Attributes
+    ----------
+    model_ : DenoisingAutoencoder
+    components_ : ndarray of shape (n_hidden, n_features_in_), the filters (rows of W^T)
+    n_features_in_, feature_names_in_, input_range_, history_ (one EpochResult per epoch)
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> clf = make_pipeline(DAETransformer(n_hidden=100, random_state=0), LogisticRegression())
+    """
+
+    def __init__(self, n_hidden=500, n_epochs=15, learning_rate=0.1, batch_size=20, corruption_level=0.3,
+                 noise="masking", loss="cross-entropy", activation="sigmoid", tied=True, random_state=None):
+        self.n_hidden = n_hidden
+        self.n_epochs = n_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.corruption_level = corruption_level
+        self.noise = noise
+        self.loss = loss
+        self.activation = activation
+        self.tied = tied
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        """Train a new dA on X for ``n_epochs``."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        self._build(X)
+        return self._train(X, self.n_epochs)
+
+    def partial_fit(self, X, y=None):
+        """One epoch of SGD on X; the first call creates the model (and its input range) as ``fit`` does."""
+        first = not hasattr(self, "model_")
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first)
+        if first:
+            self._build(X)
+        return self._train(X, 1)
+
+    def _build(self, X: np.ndarray) -> None:
+        self.fit_range(X, self.loss == "cross-entropy")
+        self._generator = torch.Generator().manual_seed(_seed(self.random_state))
+        self.model_ = DenoisingAutoencoder(
+            X.shape[1], self.n_hidden, corruption_level=self.corruption_level, noise=self.noise, tied=self.tied,
+            loss=self.loss, activation=self.activation, generator=self._generator)
+        self.history_ = []
+
+    def _train(self, X: np.ndarray, epochs: int):
+        x = self.to_tensor(X)
+        self.history_ += train(self.model_, x, epochs=epochs, learning_rate=self.learning_rate,
+                               batch_size=min(self.batch_size, len(x)), generator=self._generator)
+        self.components_ = self.model_.W.detach().numpy().T.copy()
+        self._n_features_out = self.n_hidden
+        # Inference in float64, so that a row's result does not depend on the rows computed
+        # with it (float32 matrix products round differently for different batch shapes).
+        self._inference_model = copy.deepcopy(self.model_).double()
+        return self
+
+    def _input(self, X) -> torch.Tensor:
+        check_is_fitted(self)
+        return self.to_tensor(validate_data(self, X, dtype=[np.float64, np.float32], reset=False)).double()
+
+    def transform(self, X):
+        """The code y = s(x W + b) of each row."""
+        dtype = np.asarray(X).dtype if hasattr(X, "dtype") else np.float64
+        with torch.no_grad():
+            codes = self._inference_model.encode(self._input(X)).numpy()
+        return codes.astype(dtype if dtype in (np.float32, np.float64) else np.float64)
+
+    def inverse_transform(self, X):
+        """The reconstruction decoded from codes X, in the units of the input."""
+        check_is_fitted(self)
+        codes = check_array(X, dtype=[np.float64, np.float32])
+        if codes.shape[1] != self.n_hidden:
+            raise ValueError(f"X must have shape (n_samples, {self.n_hidden}), got {codes.shape}")
+        with torch.no_grad():
+            z = self._inference_model.decode(torch.tensor(codes, dtype=torch.float64)).numpy()
+        lo, hi = self.input_range_
+        return z * (hi - lo) + lo
+
+    def score_samples(self, X):
+        """Minus the reconstruction error of each row: higher is more typical of the training data."""
+        with torch.no_grad():
+            return -self._inference_model.reconstruction_error(self._input(X)).numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.non_deterministic = False
+        return tags
+
+
+class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
+    """A stacked denoising autoencoder [Vincent10] as a scikit-learn classifier.
+
+    Greedy layer-wise pre-training of a dA per hidden layer, then fine-tuning of the whole
+    network by SGD with momentum on the labels.  A ``validation_fraction`` of the training set
+    is held out for the tutorial's early stopping (0 turns it off).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(1000, 1000, 1000)  (tutorial)
+    corruption_levels : tuple of float or None, default=None (the tutorial's 0.1, 0.2, 0.3, ...
+        for up to three layers, 0.3 beyond)
+    pretrain_epochs : int, default=10
+    pretrain_learning_rate : float, default=0.05
+    pretrain_batch_size : int, default=20
+    finetune_epochs : int, default=80
+    learning_rate : float, default=0.1
+    batch_size : int, default=100
+    momentum : float, default=0.9
+    dropout : float, default=0.2
+    input_corruption : float, default=0.1
+    validation_fraction : float, default=1/6 (MNIST's 10,000 of 60,000)
+    random_state : int, RandomState instance or None, default=None
+    The defaults are those of ``dae sda``'s default preset.
+
+    Attributes
+    ----------
+    model_ : StackedDenoisingAutoencoder
+    classes_ : ndarray of the class labels
+    n_features_in_, feature_names_in_, input_range_, result_ (a FinetuneResult)
+    """
+
+    def __init__(self, hidden_layer_sizes=(1000, 1000, 1000), corruption_levels=None, pretrain_epochs=10,
+                 pretrain_learning_rate=0.05, pretrain_batch_size=20, finetune_epochs=80, learning_rate=0.1,
+                 batch_size=100, momentum=0.9, dropout=0.2, input_corruption=0.1, validation_fraction=1 / 6,
+                 random_state=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.corruption_levels = corruption_levels
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_learning_rate = pretrain_learning_rate
+        self.pretrain_batch_size = pretrain_batch_size
+        self.finetune_epochs = finetune_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.momentum = momentum
+        self.dropout = dropout
+        self.input_corruption = input_corruption
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        """Pre-train, then fine-tune on (X, y)."""
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(f"SdAClassifier needs samples of at least 2 classes; got 1 class: {self.classes_[0]!r}")
+        self.fit_range(X, True)
+        x, labels = self.to_tensor(X), torch.tensor(encoder.transform(y), dtype=torch.int64)
+        g = torch.Generator().manual_seed(_seed(self.random_state))
+        sizes = list(self.hidden_layer_sizes)
+        levels = self.corruption_levels or [(0.1, 0.2, 0.3)[k] if k < 3 else 0.3 for k in range(len(sizes))]
+        self.model_ = StackedDenoisingAutoencoder(X.shape[1], sizes, len(self.classes_), levels, generator=g)
+        order = torch.randperm(len(x), generator=g)
+        n_valid = int(len(x) * self.validation_fraction)
+        if n_valid >= 1 and len(x) - n_valid >= 1:
+            train_idx, valid_idx = order[n_valid:], order[:n_valid]
+            valid = (x[valid_idx], labels[valid_idx])
+        else:
+            train_idx, valid = order, None
+        xt, yt = x[train_idx], labels[train_idx]
+        pretrain(self.model_, xt, epochs=self.pretrain_epochs, learning_rate=self.pretrain_learning_rate,
+                 batch_size=min(self.pretrain_batch_size, len(xt)), generator=g)
+        self.result_ = finetune(self.model_, (xt, yt), valid, max_epochs=self.finetune_epochs,
+                                learning_rate=self.learning_rate, batch_size=min(self.batch_size, len(xt)),
+                                momentum=self.momentum, schedule="cosine", shuffle=True,
+                                input_corruption=self.input_corruption, dropout=self.dropout, generator=g)
+        return self
+
+    def predict_proba(self, X):
+        """p(class | x) for each row; columns in the order of ``classes_``."""
+        check_is_fitted(self)
+        x = self.to_tensor(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
+        with torch.no_grad():
+            return self.model_.predict_proba(x).numpy().astype(np.float64)
+
+    def predict(self, X):
+        """The most probable class of each row."""
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
