@@ -256,3 +256,10 @@ def test_encode_and_score_mistakes_are_clean_errors(tmp_path, tiny_npy, trained,
     assert code == 2 and err.startswith("dae: error: ") and err.count("\n") == 1, err
     assert phrase in err
     assert not (tmp_path / "o.npy").exists() and not (tmp_path / "o.txt").exists()
+
+
+def test_a_learning_rate_that_blows_up_stops_with_a_divergence_message(tmp_path, tiny_npy, capsys):
+    code, _, err = run(capsys, "train", "--data", tiny_npy, "--lr", "1e7", "--hidden", 8, "--epochs", 3,
+                       "--out", tmp_path / "d")
+    assert code == 2 and err.startswith("dae: error: training diverged at epoch 1")
+    assert "lower learning rate" in err

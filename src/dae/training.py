@@ -58,6 +58,10 @@ class TrainingDiverged(ArithmeticError):
     """The cost became NaN or infinite: the learning rate is too high for this model and data."""
 
 
+# SGD that works lowers the cost; one that ends an epoch at a hundred times the cost of the
+# initial weights has blown up, even where the saturated sigmoids keep the cost finite.
+DIVERGENCE_FACTOR = 100.0
+
 # Below this batch size a step's products are too small to share between threads: at batch 1,
 # a dA epoch of 784-1000 took 15 s on one thread and 42 s on two (benchmarks/bench_sda_steps.py).
 MIN_ROWS_FOR_THREADS = 8
@@ -117,7 +121,8 @@ def train(
     ``torch.Generator``) drives the corruption: with the same seed and the same initial
     weights, training on the CPU is bit-for-bit repeatable.  ``callback`` is called after
     each epoch; ``progress`` shows a progress bar within each epoch.  A cost that becomes
-    NaN or infinite raises :class:`TrainingDiverged`.
+    NaN or infinite, or a hundred times that of the initial weights, raises
+    :class:`TrainingDiverged`.
     """
     if x.ndim != 2 or x.shape[1] != model.n_visible:
         raise ValueError(f"x must have shape (n, {model.n_visible}), got {tuple(x.shape)}")
@@ -130,6 +135,8 @@ def train(
     x = x.to(device=device, dtype=dtype).contiguous()
     generator = as_generator(generator, device)
     step = _SGDStep(model, batch_size, max(1, min(n_batches, CHUNK_ROWS // batch_size)), learning_rate)
+    with torch.no_grad():  # the scale of the cost before training, to recognise a blow-up
+        initial_cost = float(model.reconstruction_error(x[:CHUNK_ROWS]).mean())
 
     history = []
     with torch.no_grad(), _threads_for(batch_size):
@@ -142,9 +149,10 @@ def train(
                     total += step.chunk(x[first * batch_size : (first + k) * batch_size], generator)
                     bar.update(k)
             result = EpochResult(epoch, total / (n_batches * batch_size), time.perf_counter() - start)
-            if not math.isfinite(result.cost):
+            if not math.isfinite(result.cost) or result.cost > DIVERGENCE_FACTOR * abs(initial_cost):
                 raise TrainingDiverged(
-                    f"training diverged at epoch {epoch} (cost {result.cost}); try a lower learning rate"
+                    f"training diverged at epoch {epoch} (cost {result.cost:.4g}, against {initial_cost:.4g} "
+                    f"before training); try a lower learning rate"
                 )
             history.append(result)
             if callback is not None:
