@@ -36,7 +36,7 @@ def test_train_writes_every_output(tmp_path, tiny_npy, capsys):
     assert "ran for" in stdout
     names = {p.name for p in out.iterdir()}
     assert names == {"filters.png", "reconstructions.png", "learning_curve.png", "metrics.jsonl",
-                     "summary.json", "model.safetensors", "config.json"}
+                     "summary.json", "model.safetensors", "config.json", "checkpoint.safetensors"}
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert all({"epoch", "cost", "seconds"} <= m.keys() for m in metrics)

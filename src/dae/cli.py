@@ -32,7 +32,7 @@ from .corruption import NOISES
 from .data import DataError, Dataset, load_data
 from .files import write_bytes, write_text
 from .plots import save_filters, save_learning_curve, save_reconstructions
-from .saving import ModelFileError, load_model, save_model
+from .saving import CHECKPOINT, ModelFileError, load_checkpoint, load_model, save_checkpoint, save_model
 from .stacked import StackedDenoisingAutoencoder
 from .training import SCHEDULES, EpochResult, FinetuneEpoch, TrainingDiverged, as_generator, finetune, pretrain, train
 
@@ -132,6 +132,10 @@ def build_parser() -> Parser:
     train_p = sub.add_parser("train", help="train one denoising autoencoder",
                              description="Train one denoising autoencoder; defaults are the tutorial's.")
     common(train_p, corruption_option=True)
+    train_p.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="N",
+                         help="write DIR/checkpoint.safetensors every N epochs (default: %(default)s)")
+    train_p.add_argument("--resume", metavar="DIR",
+                         help="continue the run in DIR from its last checkpoint, with its own options")
     sda_parser(sub)
     for name, text in (("encode", "write the features (codes) of each row of a data set"),
                        ("score", "write the reconstruction error of each row: an anomaly score")):
@@ -218,11 +222,22 @@ def _load(args: argparse.Namespace) -> Dataset:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    checkpoint = None
+    if args.resume is not None:
+        out = Path(args.resume)
+        checkpoint = load_checkpoint(out / CHECKPOINT, kind=DenoisingAutoencoder)
+        options = checkpoint[2].get("options")
+        if not isinstance(options, dict) or set(options) != set(vars(args)):
+            raise UsageError(f"--resume {args.resume}: the checkpoint's options are not those of this dae train")
+        args = argparse.Namespace(**{**options, "resume": args.resume, "quiet": args.quiet})
     data = _load(args)
-    out = _output_dir(args.out, "train")
+    if checkpoint is None:
+        out = _output_dir(args.out, "train")
+    elif checkpoint[0].n_visible != data.train.x.shape[1]:
+        raise UsageError(f"--resume {args.resume}: the data {args.data} no longer fit the checkpoint's model")
     _say(args, f"Training a {data.train.x.shape[1]}-{args.hidden} dA on {data.name} "
                f"({data.train.x.shape[0]} examples), corruption {args.corruption:g}, writing to {out}")
-    _train_one(args, data, args.corruption, out)
+    _train_one(args, data, args.corruption, out, checkpoint)
     return 0
 
 
@@ -243,27 +258,53 @@ def run_tutorial(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path) -> dict:
-    """Train one dA as the options say, writing its files into ``out``; return its summary."""
+def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path, checkpoint=None) -> dict:
+    """Train one dA as the options say, writing its files into ``out``; return its summary.
+
+    A checkpoint (``checkpoint.safetensors``: the weights, the random generator's state, the
+    history and the options) is written every ``--checkpoint-every`` epochs and at the end, so
+    that ``--resume`` continues the run bit for bit as if it had not stopped.
+    """
     out.mkdir(parents=True, exist_ok=True)
     x = data.train.x
     generator = as_generator(args.seed, torch.device("cpu"))  # the one place randomness is seeded
-    model = DenoisingAutoencoder(x.shape[1], args.hidden, corruption_level=level, noise=args.noise,
-                                 tied=not args.untied,
-                                 loss=args.loss, activation=args.activation, generator=generator)
-    metrics: list[str] = []
+    if checkpoint is None:
+        model = DenoisingAutoencoder(x.shape[1], args.hidden, corruption_level=level, noise=args.noise,
+                                     tied=not args.untied, loss=args.loss, activation=args.activation,
+                                     generator=generator)
+        history: list[EpochResult] = []
+    else:
+        model, generator_state, state = checkpoint
+        generator.set_state(generator_state)
+        history = [EpochResult(**r) for r in state["history"]]
+    every = getattr(args, "checkpoint_every", None)
+    options = {k: v for k, v in vars(args).items() if k != "resume"} | {"resume": None}
+
+    def write_metrics() -> None:
+        write_text(out / "metrics.jsonl", "".join(
+            json.dumps({"epoch": r.epoch, "cost": r.cost, "seconds": round(r.seconds, 4)}) + "\n" for r in history))
 
     def report(result: EpochResult) -> None:
         _say(args, f"Training epoch {result.epoch}, cost {result.cost:.2f}")
-        metrics.append(json.dumps({"epoch": result.epoch, "cost": result.cost, "seconds": round(result.seconds, 4)}))
-        write_text(out / "metrics.jsonl", "\n".join(metrics) + "\n")
+        history.append(result)
+        write_metrics()
+        if every is not None and (result.epoch % every == 0 or result.epoch == args.epochs):
+            save_checkpoint(out / CHECKPOINT, model, generator,
+                            {"epoch": result.epoch, "history": [vars(r) for r in history], "options": options})
 
     start = time.perf_counter()
-    history = train(model, x, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-                    generator=generator, callback=report, progress=sys.stderr.isatty() and not args.quiet)
+    try:
+        train(model, x, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, generator=generator,
+              callback=report, progress=sys.stderr.isatty() and not args.quiet, first_epoch=len(history) + 1)
+    except KeyboardInterrupt:
+        write_metrics()
+        write_text(out / "summary.json", json.dumps({
+            "interrupted": True, "epochs_done": len(history), "epochs": args.epochs,
+            "final_cost": history[-1].cost if history else None,
+            "resume": f"dae train --resume {out}" if every is not None and history else None}, indent=2) + "\n")
+        raise
     seconds = time.perf_counter() - start
-    _say(args, f"The {level:.0%} corruption code ran for {seconds / 60:.2f}m ({seconds:.1f} s, "
-               f"{seconds / len(history):.2f} s per epoch)")
+    _say(args, f"The {level:.0%} corruption code ran for {seconds / 60:.2f}m ({seconds:.1f} s)")
 
     save_model(model, out, image_shape=data.image_shape, data=data.name)
     shown = (data.test or data.valid or data.train).x[:N_PICTURE_EXAMPLES]
@@ -280,8 +321,8 @@ def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path)
         "corruption_level": level, "noise": args.noise, "loss": args.loss, "activation": args.activation,
         "tied": not args.untied,
         "epochs": len(history), "learning_rate": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-        "final_cost": history[-1].cost, "train_seconds": round(seconds, 3),
-        "seconds_per_epoch": round(seconds / len(history), 4),
+        "final_cost": history[-1].cost, "train_seconds": round(sum(r.seconds for r in history), 3),
+        "seconds_per_epoch": round(sum(r.seconds for r in history) / len(history), 4),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "history": [{"epoch": r.epoch, "cost": r.cost, "seconds": round(r.seconds, 4)} for r in history],
     }

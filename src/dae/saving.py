@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
@@ -91,33 +91,83 @@ def load_model(directory: str | os.PathLike, kind: type | None = None):
     ``kind`` (DenoisingAutoencoder or StackedDenoisingAutoencoder) demands that kind of model.
     """
     directory = Path(directory)
-    config = read_config(directory)
-    where = directory / CONFIG
+    model = _build(read_config(directory), directory / CONFIG, kind)
+    _fill(model, _read_tensors(directory / WEIGHTS), directory / WEIGHTS)
+    return model
+
+
+def _build(config: dict, where: Path, kind: type | None):
+    """An untrained model of the architecture that ``config`` describes, checked field by field."""
     builders = {"DenoisingAutoencoder": _build_dA, "StackedDenoisingAutoencoder": _build_sda}
     if config.get("kind") not in builders:
         raise ModelFileError(f"{where}: unknown model kind {config.get('kind')!r}")
     if kind is not None and config["kind"] != kind.__name__:
         raise ModelFileError(f"{where}: a {config['kind']}, not a {kind.__name__}")
     try:
-        model = builders[config["kind"]](config)
+        return builders[config["kind"]](config)
     except (TypeError, ValueError) as e:
         raise ModelFileError(f"{where}: {e}") from None
-    tensors = _read_tensors(directory / WEIGHTS)
+
+
+def _fill(model, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """Copy ``tensors`` into the model's parameters: the same names, shapes and dtypes, or an error."""
     expected = dict(model.named_parameters())
     if set(tensors) != set(expected):
-        raise ModelFileError(
-            f"{directory / WEIGHTS}: holds tensors {sorted(tensors)}, expected {sorted(expected)}"
-        )
+        raise ModelFileError(f"{where}: holds tensors {sorted(tensors)}, expected {sorted(expected)}")
     with torch.no_grad():
         for name, p in expected.items():
             t = tensors[name]
             if t.shape != p.shape or t.dtype != p.dtype:
                 raise ModelFileError(
-                    f"{directory / WEIGHTS}: tensor {name} is {t.dtype} {tuple(t.shape)}, "
-                    f"expected {p.dtype} {tuple(p.shape)}"
+                    f"{where}: tensor {name} is {t.dtype} {tuple(t.shape)}, expected {p.dtype} {tuple(p.shape)}"
                 )
             p.copy_(t)
-    return model
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+#
+# One safetensors file holds everything needed to continue a run exactly: the parameters, the
+# random generator's state (as a uint8 tensor), and in the file's metadata the architecture and
+# a JSON "state" (the epoch, the history, the options).  One file is written atomically, so a
+# checkpoint is always whole: the previous one until the new one is complete.
+
+CHECKPOINT = "checkpoint.safetensors"
+_GENERATOR = "_generator_state"
+
+
+def save_checkpoint(path: str | os.PathLike, model, generator: torch.Generator, state: dict) -> None:
+    """Write ``model``, ``generator``'s state and ``state`` (JSON-serialisable) to ``path``."""
+    tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+    tensors[_GENERATOR] = generator.get_state()
+    config = {"format": FORMAT + "-checkpoint", "format_version": FORMAT_VERSION, "kind": type(model).__name__,
+              **_architecture(model)}
+    metadata = {"config": json.dumps(config), "state": json.dumps(state)}
+    write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_checkpoint(path: str | os.PathLike, kind: type | None = None):
+    """(model, generator state, state) from a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no checkpoint here")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+        config, state = json.loads(metadata["config"]), json.loads(metadata["state"])
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: not a dae checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                             ) from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT + "-checkpoint" or not isinstance(state, dict):
+        raise ModelFileError(f"{path}: not a dae checkpoint")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: checkpoint format version {config.get('format_version')!r} is not supported")
+    model = _build(config, path, kind)
+    tensors = _read_tensors(path)
+    generator_state = tensors.pop(_GENERATOR, None)
+    if generator_state is None or generator_state.dtype != torch.uint8:
+        raise ModelFileError(f"{path}: the random generator's state is missing")
+    _fill(model, tensors, path)
+    return model, generator_state, state
 
 
 def _build_dA(config: dict) -> DenoisingAutoencoder:

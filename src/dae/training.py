@@ -112,6 +112,7 @@ def train(
     generator: int | torch.Generator | None = None,
     callback: Callable[[EpochResult], None] | None = None,
     progress: bool = False,
+    first_epoch: int = 1,
 ) -> list[EpochResult]:
     """Train ``model`` on the rows of ``x`` by minibatch SGD; return one result per epoch.
 
@@ -122,7 +123,8 @@ def train(
     weights, training on the CPU is bit-for-bit repeatable.  ``callback`` is called after
     each epoch; ``progress`` shows a progress bar within each epoch.  A cost that becomes
     NaN or infinite, or a hundred times that of the initial weights, raises
-    :class:`TrainingDiverged`.
+    :class:`TrainingDiverged`.  ``first_epoch`` > 1 continues a run from a checkpoint taken
+    after epoch ``first_epoch - 1`` (with the generator in the state it had then).
     """
     if x.ndim != 2 or x.shape[1] != model.n_visible:
         raise ValueError(f"x must have shape (n, {model.n_visible}), got {tuple(x.shape)}")
@@ -140,7 +142,7 @@ def train(
 
     history = []
     with torch.no_grad(), _threads_for(batch_size):
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first_epoch, epochs + 1):
             start = time.perf_counter()
             total = 0.0
             with tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress) as bar:

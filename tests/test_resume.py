@@ -1,0 +1,104 @@
+"""Checkpoints: a run killed at any moment continues, with --resume, to the very same weights;
+Ctrl-C stops cleanly; a checkpoint that is not what it claims is refused without running code."""
+
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dae import load_model
+from dae.cli import main
+from dae.saving import CHECKPOINT, load_checkpoint
+
+# About a second per epoch here: 40,000 steps of batch size 1.
+ARGS = ["--hidden", "32", "--batch-size", "1", "--epochs", "4", "--lr", "0.01", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "binary.npy"
+    np.save(path, (np.random.default_rng(0).random((40000, 64)) < 0.3).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "whole"
+    assert main(["train", "--data", str(data), *ARGS, "--out", str(out)]) == 0
+    return load_model(out)
+
+
+def _start(data, out):
+    return subprocess.Popen([sys.executable, "-m", "dae", "train", "--data", str(data), *ARGS, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_epochs(out, n, process, timeout=120):
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the run did not reach epoch {n}")
+
+
+def _same_weights(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_sigkill_during_the_third_epoch_then_resume_gives_identical_weights(data, uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    process = _start(data, out)
+    _wait_for_epochs(out, 2, process)
+    time.sleep(0.2)  # into the third epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2, "the kill should land in epoch 3"
+    assert load_checkpoint(out / CHECKPOINT)[2]["epoch"] == 2
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert _same_weights(load_model(out), uninterrupted)
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_an_interrupted_summary(data, uninterrupted, tmp_path):
+    out = tmp_path / "interrupted"
+    process = _start(data, out)
+    _wait_for_epochs(out, 1, process)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "dae: interrupted" in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["epochs_done"] >= 1
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert _same_weights(load_model(out), uninterrupted)
+    assert "interrupted" not in json.loads((out / "summary.json").read_text())
+
+
+class _Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_pickle_posing_as_a_checkpoint_is_refused_and_never_runs(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--hidden", "4", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    target = tmp_path / "pwned"
+    (out / CHECKPOINT).write_bytes(pickle.dumps(_Payload(str(target))))
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "not a dae checkpoint" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_resume_refuses_a_folder_without_a_checkpoint(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no checkpoint here" in capsys.readouterr().err
