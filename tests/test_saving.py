@@ -89,3 +89,59 @@ def test_damaged_model_folders_are_refused_with_a_clear_message(tmp_path, damage
 def test_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelFileError, match="no such model folder"):
         load_model(tmp_path / "nope")
+
+
+# --- random and mutated bytes: only clean errors ---------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _mutations(original: bytes):
+    """Random bytes, or the original with bytes flipped, cut off, or inserted."""
+    n = len(original)
+    flips = st.lists(st.tuples(st.integers(0, max(n - 1, 0)), st.integers(1, 255)), min_size=1, max_size=8).map(
+        lambda changes: bytes(b ^ dict(changes).get(i, 0) for i, b in enumerate(original)))
+    cuts = st.integers(0, n).map(lambda k: original[:k])
+    inserts = st.tuples(st.integers(0, n), st.binary(min_size=1, max_size=16)).map(
+        lambda t: original[:t[0]] + t[1] + original[t[0]:])
+    return st.one_of(st.binary(max_size=512), flips, cuts, inserts)
+
+
+_FOLDER_CACHE = {}
+
+
+def _valid_files(tmp_path_factory):
+    if not _FOLDER_CACHE:
+        folder = tmp_path_factory.mktemp("valid")
+        save_model(DenoisingAutoencoder(5, 3, tied=False), folder)
+        _FOLDER_CACHE["weights"] = (folder / "model.safetensors").read_bytes()
+        _FOLDER_CACHE["config"] = (folder / "config.json").read_bytes()
+    return _FOLDER_CACHE
+
+
+@pytest.mark.parametrize("which", ["weights", "config"])
+def test_mutated_model_files_give_only_clean_errors(tmp_path_factory, which):
+    originals = _valid_files(tmp_path_factory)
+    folder = tmp_path_factory.mktemp("fuzz")
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(_mutations(originals[which]))
+    def check(data):
+        (folder / "model.safetensors").write_bytes(originals["weights"])
+        (folder / "config.json").write_bytes(originals["config"])
+        (folder / ("model.safetensors" if which == "weights" else "config.json")).write_bytes(data)
+        try:
+            load_model(folder)
+        except ModelFileError:
+            pass
+
+    check()
+
+
+@pytest.mark.parametrize("size, message", [(10**7, "expected torch.float32"), (10**12, "overflow")])
+def test_a_config_claiming_huge_sizes_is_refused_without_allocating_them(tmp_path, size, message):
+    folder = _saved(tmp_path)
+    _edit_config(folder, n_visible=size, n_hidden=size)  # 4 * 10^14 bytes or more, were it allocated
+    with pytest.raises(ModelFileError, match=message):
+        load_model(folder)

@@ -91,37 +91,37 @@ def load_model(directory: str | os.PathLike, kind: type | None = None):
     ``kind`` (DenoisingAutoencoder or StackedDenoisingAutoencoder) demands that kind of model.
     """
     directory = Path(directory)
-    model = _build(read_config(directory), directory / CONFIG, kind)
-    _fill(model, _read_tensors(directory / WEIGHTS), directory / WEIGHTS)
-    return model
+    config = read_config(directory)
+    return _build(config, directory / CONFIG, kind, _read_tensors(directory / WEIGHTS), directory / WEIGHTS)
 
 
-def _build(config: dict, where: Path, kind: type | None):
-    """An untrained model of the architecture that ``config`` describes, checked field by field."""
+def _build(config: dict, where: Path, kind: type | None, tensors: dict[str, torch.Tensor], tensors_where: Path):
+    """The model that ``config`` describes, holding ``tensors``; every field, name, shape and
+    dtype is checked first.  The architecture is first built on the "meta" device, which
+    allocates nothing, so that a config claiming huge sizes cannot exhaust memory."""
     builders = {"DenoisingAutoencoder": _build_dA, "StackedDenoisingAutoencoder": _build_sda}
     if config.get("kind") not in builders:
         raise ModelFileError(f"{where}: unknown model kind {config.get('kind')!r}")
     if kind is not None and config["kind"] != kind.__name__:
         raise ModelFileError(f"{where}: a {config['kind']}, not a {kind.__name__}")
+    build = builders[config["kind"]]
     try:
-        return builders[config["kind"]](config)
-    except (TypeError, ValueError) as e:
-        raise ModelFileError(f"{where}: {e}") from None
-
-
-def _fill(model, tensors: dict[str, torch.Tensor], where: Path) -> None:
-    """Copy ``tensors`` into the model's parameters: the same names, shapes and dtypes, or an error."""
-    expected = dict(model.named_parameters())
+        with torch.device("meta"):
+            expected = dict(build(config).named_parameters())
+    except (TypeError, ValueError, RuntimeError) as e:  # RuntimeError: sizes beyond any memory
+        raise ModelFileError(f"{where}: {str(e).splitlines()[0]}") from None
     if set(tensors) != set(expected):
-        raise ModelFileError(f"{where}: holds tensors {sorted(tensors)}, expected {sorted(expected)}")
+        raise ModelFileError(f"{tensors_where}: holds tensors {sorted(tensors)}, expected {sorted(expected)}")
+    for name, p in expected.items():
+        t = tensors[name]
+        if t.shape != p.shape or t.dtype != p.dtype:
+            raise ModelFileError(f"{tensors_where}: tensor {name} is {t.dtype} {tuple(t.shape)}, "
+                                 f"expected {p.dtype} {tuple(p.shape)}")
+    model = build(config)
     with torch.no_grad():
-        for name, p in expected.items():
-            t = tensors[name]
-            if t.shape != p.shape or t.dtype != p.dtype:
-                raise ModelFileError(
-                    f"{where}: tensor {name} is {t.dtype} {tuple(t.shape)}, expected {p.dtype} {tuple(p.shape)}"
-                )
-            p.copy_(t)
+        for name, p in model.named_parameters():
+            p.copy_(tensors[name])
+    return model
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -161,13 +161,11 @@ def load_checkpoint(path: str | os.PathLike, kind: type | None = None):
         raise ModelFileError(f"{path}: not a dae checkpoint")
     if config.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{path}: checkpoint format version {config.get('format_version')!r} is not supported")
-    model = _build(config, path, kind)
     tensors = _read_tensors(path)
     generator_state = tensors.pop(_GENERATOR, None)
     if generator_state is None or generator_state.dtype != torch.uint8:
         raise ModelFileError(f"{path}: the random generator's state is missing")
-    _fill(model, tensors, path)
-    return model, generator_state, state
+    return _build(config, path, kind, tensors, path), generator_state, state
 
 
 def _build_dA(config: dict) -> DenoisingAutoencoder:
