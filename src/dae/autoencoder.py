@@ -37,6 +37,14 @@ from .corruption import NOISES, corrupt
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
 LOSSES = ("cross-entropy", "squared-error")
 
+# s'(h) written in terms of the output y = s(h).
+_ACTIVATION_SLOPES = {
+    "sigmoid": lambda y: y * (1 - y),
+    "tanh": lambda y: 1 - y * y,
+    "relu": lambda y: (y > 0).to(y.dtype),
+    "linear": torch.ones_like,
+}
+
 _ACTIVATION_FUNCTIONS = {
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
@@ -66,6 +74,14 @@ class DenoisingAutoencoder(nn.Module):
     activation : {"sigmoid", "tanh", "relu", "linear"}
         The encoder's non-linearity ``s`` (tutorial: sigmoid).  "linear" with
         ``loss="squared-error"`` is the linear autoencoder that finds the principal subspace.
+    sparsity_target, sparsity_weight : float
+        A sparsity penalty: sparsity_weight * sum_j KL(rho || rho_hat_j), where rho_hat_j is the
+        mean activation of hidden unit j over the minibatch and rho the target (sigmoid codes
+        only; weight 0, the default, turns it off).
+    contraction : float
+        The contractive penalty lambda * ||J_f(x)||_F^2 of Rifai et al. (2011), the squared
+        Frobenius norm of the encoder's Jacobian, in closed form (the tutorial's ``cA.py``);
+        0, the default, turns it off.
     W, b : nn.Parameter, optional
         Existing parameters to share, of shapes (n_visible, n_hidden) and (n_hidden,).  When
         given they are used as they are (not re-initialised).
@@ -90,6 +106,9 @@ class DenoisingAutoencoder(nn.Module):
         tied: bool = True,
         loss: str = "cross-entropy",
         activation: str = "sigmoid",
+        sparsity_target: float = 0.05,
+        sparsity_weight: float = 0.0,
+        contraction: float = 0.0,
         W: nn.Parameter | None = None,
         b: nn.Parameter | None = None,
         generator: torch.Generator | None = None,
@@ -107,6 +126,10 @@ class DenoisingAutoencoder(nn.Module):
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if not 0.0 < sparsity_target < 1.0 or sparsity_weight < 0 or contraction < 0:
+            raise ValueError("sparsity_target must be in (0, 1); sparsity_weight and contraction at least 0")
+        if sparsity_weight and activation != "sigmoid":
+            raise ValueError("the sparsity penalty needs sigmoid codes (activation='sigmoid')")
         if W is not None and tuple(W.shape) != (n_visible, n_hidden):
             raise ValueError(f"W must have shape ({n_visible}, {n_hidden}), got {tuple(W.shape)}")
         if b is not None and tuple(b.shape) != (n_hidden,):
@@ -118,6 +141,8 @@ class DenoisingAutoencoder(nn.Module):
         self.tied = tied
         self.loss_name = loss
         self.activation = activation
+        self.sparsity_target, self.sparsity_weight = float(sparsity_target), float(sparsity_weight)
+        self.contraction = float(contraction)
         factory = {"device": device, "dtype": dtype}
         self._owns_W, self._owns_b = W is None, b is None
         self.W = W if W is not None else nn.Parameter(torch.empty(n_visible, n_hidden, **factory))
@@ -178,20 +203,46 @@ class DenoisingAutoencoder(nn.Module):
 
     def reconstruction_error(self, x: torch.Tensor, x_input: torch.Tensor | None = None) -> torch.Tensor:
         """The loss L(x, z) of each row (shape (n,)), with z reconstructed from ``x_input``
-        (default: x itself, uncorrupted).
+        (default: x itself, uncorrupted)."""
+        return self._error(x, self.decode_logits(self.encode(x if x_input is None else x_input)))
 
-        Cross-entropy is computed from the logits, log z = -softplus(-a) and
-        log(1 - z) = -softplus(a), so that it stays finite where z rounds to 0 or 1.
-        """
-        a = self.decode_logits(self.encode(x if x_input is None else x_input))
+    def _error(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """L(x, z) per row from the decoder logits a.  Cross-entropy is computed from the logits,
+        log z = -softplus(-a) and log(1 - z) = -softplus(a), so that it stays finite where z
+        rounds to 0 or 1."""
         if self.loss_name == "cross-entropy":
             return F.binary_cross_entropy_with_logits(a, x, reduction="none").sum(dim=1)
         return (a - x).pow(2).sum(dim=1)
 
+    @property
+    def regularised(self) -> bool:
+        """True if a penalty is added to the reconstruction error."""
+        return bool(self.sparsity_weight or self.contraction)
+
+    def penalty(self, y: torch.Tensor) -> torch.Tensor:
+        """The regularisers on the codes y of a minibatch (zero when none is set).
+
+        Sparsity: weight * sum_j [rho log(rho / rho_hat_j) + (1 - rho) log((1 - rho) / (1 - rho_hat_j))].
+        Contraction: lambda * mean over rows of sum_j s'(h_j)^2 sum_i W_ij^2, which is
+        ||dy/dx||_F^2 since dy_j/dx_i = s'(h_j) W_ij (the tutorial's cA.py, for sigmoid units).
+        """
+        total = y.new_zeros(())
+        if self.sparsity_weight:
+            rho, rho_hat = self.sparsity_target, y.mean(dim=0).clamp(1e-6, 1 - 1e-6)
+            kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
+            total = total + self.sparsity_weight * kl.sum()
+        if self.contraction:
+            slope = _ACTIVATION_SLOPES[self.activation](y)
+            total = total + self.contraction * (slope.pow(2) @ self.W.pow(2).sum(dim=0)).mean()
+        return total
+
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The training cost of a minibatch: mean over rows of L(x, z(corrupt(x)))
-        (tutorial: ``cost = T.mean(L)`` in get_cost_updates).  Differentiable."""
-        return self.reconstruction_error(x, self.corrupt(x, generator)).mean()
+        (tutorial: ``cost = T.mean(L)`` in get_cost_updates), plus the penalties if any.
+        Differentiable."""
+        y = self.encode(self.corrupt(x, generator))
+        error = self._error(x, self.decode_logits(y)).mean()
+        return error + self.penalty(y) if self.regularised else error
 
     def extra_repr(self) -> str:
         return (

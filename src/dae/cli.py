@@ -70,6 +70,8 @@ positive_float = _number(float, lambda v: v > 0, "a positive number")
 corruption = _number(float, lambda v: 0 <= v < 1, "a corruption level in [0, 1)")
 seed = _number(int, lambda v: 0 <= v < 2**63, "a non-negative integer seed")
 momentum = _number(float, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
+non_negative = _number(float, lambda v: v >= 0, "a non-negative number")
+probability = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def _list_of(parse_one):
@@ -126,6 +128,19 @@ def build_parser() -> Parser:
         p.add_argument("--activation", choices=ACTIVATIONS, default="sigmoid",
                        help="encoder non-linearity (default: %(default)s)")
         p.add_argument("--untied", action="store_true", help="give the decoder its own weights (default: W' = W^T)")
+        p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="default: %(default)s (the tutorial's)")
+        p.add_argument("--momentum", type=momentum, default=0.0, metavar="M", help="SGD momentum (default: 0)")
+        p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (with --momentum)")
+        p.add_argument("--weight-decay", type=non_negative, default=0.0, metavar="X",
+                       help="L2 weight decay on the weights (default: 0)")
+        p.add_argument("--schedule", choices=sorted(SCHEDULES), default="constant",
+                       help="learning-rate schedule over the epochs (default: %(default)s)")
+        p.add_argument("--sparsity-target", type=probability, default=0.05, metavar="RHO",
+                       help="target mean activation of the sparsity penalty (default: %(default)s)")
+        p.add_argument("--sparsity-weight", type=non_negative, default=0.0, metavar="BETA",
+                       help="weight of the sparsity penalty, KL(rho || mean activation) (default: 0, off)")
+        p.add_argument("--contraction", type=non_negative, default=0.0, metavar="LAMBDA",
+                       help="weight of the contractive penalty ||J||_F^2 (default: 0, off)")
         p.add_argument("--out", metavar="DIR", help="output folder, new or empty (default: a new folder under ./runs/)")
         p.add_argument("--quiet", action="store_true", help="print only errors")
 
@@ -214,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args: argparse.Namespace) -> Dataset:
     """The data the options name, checked against the options before anything is written."""
+    if args.nesterov and not args.momentum:
+        raise UsageError("--nesterov needs --momentum")
+    if args.sparsity_weight and args.activation != "sigmoid":
+        raise UsageError("the sparsity penalty needs sigmoid codes (--activation sigmoid)")
     data = load_data(args.data, loss=args.loss)
     n = data.train.x.shape[0]
     if n < args.batch_size:
@@ -271,10 +290,12 @@ def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path,
     if checkpoint is None:
         model = DenoisingAutoencoder(x.shape[1], args.hidden, corruption_level=level, noise=args.noise,
                                      tied=not args.untied, loss=args.loss, activation=args.activation,
-                                     generator=generator)
+                                     sparsity_target=args.sparsity_target, sparsity_weight=args.sparsity_weight,
+                                     contraction=args.contraction, generator=generator)
         history: list[EpochResult] = []
+        optimizer_state: dict = {}
     else:
-        model, generator_state, state = checkpoint
+        model, generator_state, state, optimizer_state = checkpoint
         generator.set_state(generator_state)
         history = [EpochResult(**r) for r in state["history"]]
     every = getattr(args, "checkpoint_every", None)
@@ -290,12 +311,15 @@ def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path,
         write_metrics()
         if every is not None and (result.epoch % every == 0 or result.epoch == args.epochs):
             save_checkpoint(out / CHECKPOINT, model, generator,
-                            {"epoch": result.epoch, "history": [vars(r) for r in history], "options": options})
+                            {"epoch": result.epoch, "history": [vars(r) for r in history], "options": options},
+                            optimizer_state)
 
     start = time.perf_counter()
     try:
         train(model, x, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, generator=generator,
-              callback=report, progress=sys.stderr.isatty() and not args.quiet, first_epoch=len(history) + 1)
+              callback=report, progress=sys.stderr.isatty() and not args.quiet, first_epoch=len(history) + 1,
+              optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
+              weight_decay=args.weight_decay, schedule=args.schedule, optimizer_state=optimizer_state)
     except KeyboardInterrupt:
         write_metrics()
         write_text(out / "summary.json", json.dumps({
@@ -319,7 +343,9 @@ def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path,
     summary = {
         "data": data.name, "n_train": n_train, "n_visible": x.shape[1], "n_hidden": args.hidden,
         "corruption_level": level, "noise": args.noise, "loss": args.loss, "activation": args.activation,
-        "tied": not args.untied,
+        "tied": not args.untied, "optimizer": args.optimizer, "momentum": args.momentum, "nesterov": args.nesterov,
+        "weight_decay": args.weight_decay, "schedule": args.schedule, "sparsity_target": args.sparsity_target,
+        "sparsity_weight": args.sparsity_weight, "contraction": args.contraction,
         "epochs": len(history), "learning_rate": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "final_cost": history[-1].cost, "train_seconds": round(sum(r.seconds for r in history), 3),
         "seconds_per_epoch": round(sum(r.seconds for r in history) / len(history), 4),

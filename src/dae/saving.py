@@ -132,21 +132,33 @@ def _build(config: dict, where: Path, kind: type | None, tensors: dict[str, torc
 # checkpoint is always whole: the previous one until the new one is complete.
 
 CHECKPOINT = "checkpoint.safetensors"
-_GENERATOR = "_generator_state"
+_GENERATOR, _OPTIMIZER = "_generator_state", "_optimizer"
 
 
-def save_checkpoint(path: str | os.PathLike, model, generator: torch.Generator, state: dict) -> None:
-    """Write ``model``, ``generator``'s state and ``state`` (JSON-serialisable) to ``path``."""
+def save_checkpoint(path: str | os.PathLike, model, generator: torch.Generator, state: dict,
+                    optimizer_state: dict | None = None) -> None:
+    """Write ``model``, ``generator``'s state, ``state`` (JSON-serialisable) and a torch.optim
+    ``optimizer_state`` (its state_dict, if any) to ``path``."""
     tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
     tensors[_GENERATOR] = generator.get_state()
+    optimizer = None
+    if optimizer_state:
+        optimizer = {"param_groups": optimizer_state["param_groups"], "scalars": {}}
+        for index, entries in optimizer_state["state"].items():
+            for key, value in entries.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{_OPTIMIZER}.{index}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    optimizer["scalars"].setdefault(str(index), {})[key] = value
     config = {"format": FORMAT + "-checkpoint", "format_version": FORMAT_VERSION, "kind": type(model).__name__,
               **_architecture(model)}
-    metadata = {"config": json.dumps(config), "state": json.dumps(state)}
+    metadata = {"config": json.dumps(config), "state": json.dumps(state), "optimizer": json.dumps(optimizer)}
     write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_checkpoint(path: str | os.PathLike, kind: type | None = None):
-    """(model, generator state, state) from a checkpoint written by :func:`save_checkpoint`."""
+    """(model, generator state, state, optimizer state or {}) from a checkpoint written by
+    :func:`save_checkpoint`."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no checkpoint here")
@@ -154,6 +166,7 @@ def load_checkpoint(path: str | os.PathLike, kind: type | None = None):
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
         config, state = json.loads(metadata["config"]), json.loads(metadata["state"])
+        optimizer = json.loads(metadata.get("optimizer", "null"))
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelFileError(f"{path}: not a dae checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                              ) from None
@@ -165,7 +178,17 @@ def load_checkpoint(path: str | os.PathLike, kind: type | None = None):
     generator_state = tensors.pop(_GENERATOR, None)
     if generator_state is None or generator_state.dtype != torch.uint8:
         raise ModelFileError(f"{path}: the random generator's state is missing")
-    return _build(config, path, kind, tensors, path), generator_state, state
+    optimizer_state: dict = {}
+    if optimizer is not None:
+        try:
+            entries: dict[int, dict] = {int(i): dict(v) for i, v in optimizer["scalars"].items()}
+            for name in [n for n in tensors if n.startswith(_OPTIMIZER + ".")]:
+                _, index, key = name.split(".", 2)
+                entries.setdefault(int(index), {})[key] = tensors.pop(name)
+            optimizer_state = {"state": entries, "param_groups": list(optimizer["param_groups"])}
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise ModelFileError(f"{path}: the optimizer's state is damaged") from None
+    return _build(config, path, kind, tensors, path), generator_state, state, optimizer_state
 
 
 def _build_dA(config: dict) -> DenoisingAutoencoder:

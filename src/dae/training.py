@@ -113,6 +113,12 @@ def train(
     callback: Callable[[EpochResult], None] | None = None,
     progress: bool = False,
     first_epoch: int = 1,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
+    optimizer_state: dict | None = None,
 ) -> list[EpochResult]:
     """Train ``model`` on the rows of ``x`` by minibatch SGD; return one result per epoch.
 
@@ -125,18 +131,35 @@ def train(
     NaN or infinite, or a hundred times that of the initial weights, raises
     :class:`TrainingDiverged`.  ``first_epoch`` > 1 continues a run from a checkpoint taken
     after epoch ``first_epoch - 1`` (with the generator in the state it had then).
+
+    Beyond the tutorial: ``optimizer`` "sgd" (with ``momentum``, ``nesterov``) or "adam";
+    ``weight_decay``, an L2 penalty on the weights (not the biases), as torch.optim applies
+    it; ``schedule`` "constant" or "cosine" (see :func:`finetune`).  The model's own penalties
+    (sparsity, contraction) count too.  Plain SGD without penalties takes the hand-written
+    step; anything else takes autograd and a torch.optim optimizer, whose state is kept in
+    ``optimizer_state`` (a dict, filled after each epoch and read at the start) for checkpoints.
     """
     if x.ndim != 2 or x.shape[1] != model.n_visible:
         raise ValueError(f"x must have shape (n, {model.n_visible}), got {tuple(x.shape)}")
     if epochs < 1 or batch_size < 1 or not learning_rate > 0:
         raise ValueError("epochs, batch_size and learning_rate must be positive")
+    if optimizer not in ("sgd", "adam") or schedule not in SCHEDULES:
+        raise ValueError(f"optimizer must be sgd or adam and schedule one of {', '.join(SCHEDULES)}")
+    if not 0 <= momentum < 1 or weight_decay < 0 or (nesterov and not momentum):
+        raise ValueError("momentum must be in [0, 1), weight_decay at least 0, and nesterov needs momentum")
     n_batches = x.shape[0] // batch_size
     if n_batches == 0:
         raise ValueError(f"need at least batch_size={batch_size} rows to train, got {x.shape[0]}")
     device, dtype = model.W.device, model.W.dtype
     x = x.to(device=device, dtype=dtype).contiguous()
     generator = as_generator(generator, device)
-    step = _SGDStep(model, batch_size, max(1, min(n_batches, CHUNK_ROWS // batch_size)), learning_rate)
+    per_chunk = max(1, min(n_batches, CHUNK_ROWS // batch_size))
+    plain = optimizer == "sgd" and not momentum and not weight_decay and schedule == "constant"
+    if plain and not model.regularised:
+        step = _SGDStep(model, batch_size, per_chunk, learning_rate)
+    else:
+        step = _AutogradSteps(model, batch_size, per_chunk, optimizer, learning_rate, momentum, nesterov,
+                              weight_decay, optimizer_state)
     with torch.no_grad():  # the scale of the cost before training, to recognise a blow-up
         initial_cost = float(model.reconstruction_error(x[:CHUNK_ROWS]).mean())
 
@@ -145,6 +168,8 @@ def train(
         for epoch in range(first_epoch, epochs + 1):
             start = time.perf_counter()
             total = 0.0
+            if isinstance(step, _AutogradSteps):
+                step.set_learning_rate(learning_rate * SCHEDULES[schedule]((epoch - 1) / epochs))
             with tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress) as bar:
                 for first in range(0, n_batches, step.batches_per_chunk):
                     k = min(step.batches_per_chunk, n_batches - first)
@@ -157,9 +182,46 @@ def train(
                     f"before training); try a lower learning rate"
                 )
             history.append(result)
+            if optimizer_state is not None and isinstance(step, _AutogradSteps):
+                optimizer_state.clear()
+                optimizer_state.update(step.optimizer.state_dict())
             if callback is not None:
                 callback(result)
     return history
+
+
+class _AutogradSteps:
+    """Minibatch steps by autograd on ``model.loss`` and a torch.optim optimizer: for the
+    variants the hand-written step does not cover (momentum, Adam, weight decay, a schedule,
+    the sparsity and contractive penalties).  The same corruption is drawn, in the same order."""
+
+    def __init__(self, model: DenoisingAutoencoder, batch_size: int, batches_per_chunk: int, kind: str, lr: float,
+                 momentum: float, nesterov: bool, weight_decay: float, state: dict | None) -> None:
+        self.model, self.B, self.batches_per_chunk = model, batch_size, batches_per_chunk
+        weights = [p for name, p in model.named_parameters() if name in ("W", "W_prime")]
+        biases = [p for name, p in model.named_parameters() if name not in ("W", "W_prime")]
+        groups = [{"params": weights, "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}]
+        if kind == "adam":
+            self.optimizer = torch.optim.Adam(groups, lr=lr)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        if state:
+            self.optimizer.load_state_dict(state)
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def chunk(self, x: torch.Tensor, generator: torch.Generator) -> float:
+        total = 0.0
+        with torch.enable_grad():
+            for xb in x.split(self.B):
+                loss = self.model.loss(xb, generator)
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                total += loss.item() * len(xb)
+        return total
 
 
 class _SGDStep:
