@@ -102,3 +102,20 @@ def test_a_pickle_posing_as_a_checkpoint_is_refused_and_never_runs(data, tmp_pat
 def test_resume_refuses_a_folder_without_a_checkpoint(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "no checkpoint here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", CHECKPOINT])
+def test_a_pickle_under_any_model_or_checkpoint_name_is_refused_by_resume_and_encode(data, tmp_path, capsys, name):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--hidden", "4", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    target = tmp_path / "pwned"
+    (out / name).write_bytes(pickle.dumps(_Payload(str(target))))
+    # encode first: a resume of this finished run writes its model files anew
+    for argv in (["encode", "--model", str(out), "--data", str(data), "--out", str(tmp_path / "f.npy")],
+                 ["train", "--resume", str(out)]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        broken = name in ("model.safetensors", "config.json") if argv[0] == "encode" else name == CHECKPOINT
+        if broken:
+            assert code == 2 and err.startswith("dae: error: "), err
+        assert not target.exists()
