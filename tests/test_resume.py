@@ -60,7 +60,7 @@ def test_sigkill_during_the_third_epoch_then_resume_gives_identical_weights(data
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2, "the kill should land in epoch 3"
-    assert load_checkpoint(out / CHECKPOINT)[2]["epoch"] == 2
+    assert load_checkpoint(out / CHECKPOINT).state["epoch"] == 2
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert _same_weights(load_model(out), uninterrupted)
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
@@ -119,3 +119,46 @@ def test_a_pickle_under_any_model_or_checkpoint_name_is_refused_by_resume_and_en
         if broken:
             assert code == 2 and err.startswith("dae: error: "), err
         assert not target.exists()
+
+
+SDA = ["--hidden", "12,8", "--pretrain-epochs", "2", "--finetune-epochs", "6", "--batch-size", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 16)).astype(np.float32)
+    path = tmp_path_factory.mktemp("labelled") / "lab.npz"
+    np.savez(path, x_train=x[:300], y_train=(x[:300, 0] > 0.5).astype(np.int64),
+             x_test=x[300:], y_test=(x[300:, 0] > 0.5).astype(np.int64))
+    return path
+
+
+@pytest.mark.parametrize("stop_at", [("pretrain", 2, 1), ("finetune", None, 3)], ids=["pretraining", "fine-tuning"])
+def test_an_sda_run_stopped_in_either_phase_resumes_to_the_same_model(labelled, tmp_path, monkeypatch, stop_at):
+    import dae.cli
+
+    assert main(["sda", "--data", str(labelled), *SDA, "--out", str(tmp_path / "whole")]) == 0
+    real_save = dae.cli.save_checkpoint
+
+    def save_then_stop(path, model, generator, state, optimizer_state=None, tensors=None):
+        real_save(path, model, generator, state, optimizer_state, tensors)
+        phase, layer, epoch = stop_at
+        done = state["metrics"][-1]
+        if done["phase"] == phase and done.get("layer") == layer and done["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dae.cli, "save_checkpoint", save_then_stop)
+    assert main(["sda", "--data", str(labelled), *SDA, "--out", str(tmp_path / "part")]) == 130
+    assert json.loads((tmp_path / "part" / "summary.json").read_text())["interrupted"] is True
+    monkeypatch.setattr(dae.cli, "save_checkpoint", real_save)
+    assert main(["sda", "--resume", str(tmp_path / "part"), "--quiet"]) == 0
+    whole, resumed = load_model(tmp_path / "whole"), load_model(tmp_path / "part")
+    assert _same_weights(whole, resumed)
+    a = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    b = json.loads((tmp_path / "part" / "summary.json").read_text())
+    assert (a["test_error"], a["best_valid_error"], a["best_epoch"]) == (b["test_error"], b["best_valid_error"],
+                                                                          b["best_epoch"])
+    lines = lambda run: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
+                         for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert lines("whole") == lines("part")

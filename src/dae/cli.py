@@ -203,6 +203,7 @@ def sda_parser(sub) -> None:
                    help="the baseline: the same network and recipe from random initialisation")
     p.add_argument("--pretrained", metavar="DIR",
                    help="start fine-tuning from this pre-trained model (a run's pretrained/ folder)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--out", metavar="DIR", help="output folder, new or empty (default: a new folder under ./runs/)")
     p.add_argument("--quiet", action="store_true", help="print only errors")
 
@@ -245,14 +246,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         out = Path(args.resume)
         checkpoint = load_checkpoint(out / CHECKPOINT, kind=DenoisingAutoencoder)
-        options = checkpoint[2].get("options")
+        options = checkpoint.state.get("options")
         if not isinstance(options, dict) or set(options) != set(vars(args)):
             raise UsageError(f"--resume {args.resume}: the checkpoint's options are not those of this dae train")
         args = argparse.Namespace(**{**options, "resume": args.resume, "quiet": args.quiet})
     data = _load(args)
     if checkpoint is None:
         out = _output_dir(args.out, "train")
-    elif checkpoint[0].n_visible != data.train.x.shape[1]:
+    elif checkpoint.model.n_visible != data.train.x.shape[1]:
         raise UsageError(f"--resume {args.resume}: the data {args.data} no longer fit the checkpoint's model")
     _say(args, f"Training a {data.train.x.shape[1]}-{args.hidden} dA on {data.name} "
                f"({data.train.x.shape[0]} examples), corruption {args.corruption:g}, writing to {out}")
@@ -295,9 +296,9 @@ def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path,
         history: list[EpochResult] = []
         optimizer_state: dict = {}
     else:
-        model, generator_state, state, optimizer_state = checkpoint
-        generator.set_state(generator_state)
-        history = [EpochResult(**r) for r in state["history"]]
+        model, optimizer_state = checkpoint.model, checkpoint.optimizer_state
+        generator.set_state(checkpoint.generator_state)
+        history = [EpochResult(**r) for r in checkpoint.state["history"]]
     every = getattr(args, "checkpoint_every", None)
     options = {k: v for k, v in vars(args).items() if k != "resume"} | {"resume": None}
 
@@ -357,93 +358,182 @@ def _train_one(args: argparse.Namespace, data: Dataset, level: float, out: Path,
 
 
 def run_sda(args: argparse.Namespace) -> int:
-    o = _sda_options(args)
-    data = load_data(args.data, loss="cross-entropy")
-    (x, y), (vx, vy), test = _labelled_splits(data, args.data)
-    if len(x) < max(o["batch_size"], o["pretrain_batch_size"]):
-        raise UsageError(f"the batch size is larger than the {len(x)} training examples in {args.data}")
-    n_classes = int(y.max()) + 1
-    if n_classes < 2 or int(vy.max()) >= n_classes or (test is not None and int(test[1].max()) >= n_classes):
-        raise DataError(f"{args.data}: labels must be integers 0..K-1 with K >= 2, and the validation and "
-                        f"test labels within the training labels' range 0..{n_classes - 1}")
-    if args.pretrained is not None:
-        model = load_model(args.pretrained, kind=StackedDenoisingAutoencoder)
-        if model.n_visible != x.shape[1] or model.n_classes != n_classes:
-            raise UsageError(f"--pretrained {args.pretrained}: a {model.n_visible}-input, {model.n_classes}-class "
-                             f"model, but the data have {x.shape[1]} inputs and {n_classes} classes")
-    generator = as_generator(o["seed"], torch.device("cpu"))  # the one place randomness is seeded
-    if args.pretrained is None:
-        model = StackedDenoisingAutoencoder(x.shape[1], o["hidden"], n_classes, o["corruption"], generator=generator)
-    pre_epochs = _per_layer_option(o["pretrain_epochs"], model, "--pretrain-epochs")
-    pre_lr = _per_layer_option(o["pretrain_lr"], model, "--pretrain-lr")
-    out = _output_dir(args.out, "sda")
-    sizes = "-".join(str(n) for n in [x.shape[1], *model.hidden_layer_sizes, n_classes])
-    _say(args, f"SdA {sizes} on {data.name} ({len(x)} train, {len(vx)} valid, "
-               f"{0 if test is None else len(test[0])} test examples), preset {args.preset}, writing to {out}")
-    metrics: list[str] = []
-
-    def log(record: dict) -> None:
-        metrics.append(json.dumps(record))
-        write_text(out / "metrics.jsonl", "\n".join(metrics) + "\n")
-
-    def pretrain_report(layer: int, r: EpochResult) -> None:
-        _say(args, f"Pre-training layer {layer}, epoch {r.epoch}, cost {r.cost:.2f}")
-        log({"phase": "pretrain", "layer": layer, "epoch": r.epoch, "cost": r.cost, "seconds": round(r.seconds, 4)})
-
-    def checkpoint(layer: int) -> None:
-        save_model(model, out / "pretrained", pretrained_layers=layer, image_shape=data.image_shape)
-
-    progress = sys.stderr.isatty() and not args.quiet
-    pretrain_seconds, curves = 0.0, {}
-    if args.pretrained is None and not args.no_pretrain:
-        start = time.perf_counter()
-        histories = pretrain(model, x, epochs=pre_epochs, learning_rate=pre_lr, batch_size=o["pretrain_batch_size"], generator=generator, callback=pretrain_report,
-                             after_layer=checkpoint, progress=progress)
-        pretrain_seconds = time.perf_counter() - start
-        _say(args, f"The pretraining code ran for {pretrain_seconds / 60:.2f}m")
-        curves = {f"layer {k + 1}": [(r.epoch, r.cost) for r in h] for k, h in enumerate(histories)}
-        save_learning_curve(out / "pretrain_curve.png", curves, title="Pre-training: mean cost of each layer's dA")
-
-    n_batches = len(x) // o["batch_size"]
-
-    def finetune_report(e: FinetuneEpoch) -> None:
-        _say(args, f"epoch {e.epoch}, minibatch {n_batches}/{n_batches}, validation error {e.valid_error:.2%}")
-        if e.test_error is not None:
-            _say(args, f"     epoch {e.epoch}, minibatch {n_batches}/{n_batches}, "
-                       f"test error of best model {e.test_error:.2%}")
-        log({"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss, "valid_error": e.valid_error,
-             "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4)})
-
-    start = time.perf_counter()
-    result = finetune(model, (x, y), (vx, vy), test, max_epochs=o["finetune_epochs"], learning_rate=o["finetune_lr"],
-                      batch_size=o["batch_size"], momentum=o["momentum"], schedule=o["schedule"],
-                      shuffle=o["shuffle"], input_corruption=o["finetune_corruption"], dropout=o["dropout"],
-                      patience_epochs=o["patience"], generator=generator,
-                      callback=finetune_report, progress=progress)
-    finetune_seconds = time.perf_counter() - start
-    test_text = "" if result.test_error is None else f" with test performance {result.test_error:.2%}"
-    _say(args, f"Optimization complete with best validation score of {result.best_valid_error:.2%}, "
-               f"at epoch {result.best_epoch}{test_text}")
-    _say(args, f"The fine tuning code ran for {finetune_seconds / 60:.2f}m")
-
-    save_model(model, out, image_shape=data.image_shape, data=data.name)
-    save_filters(out / "filters.png", model.hidden[0].W.detach(), data.image_shape)
-    errors = {"validation": [(e.epoch, 100 * e.valid_error) for e in result.history],
-              "test (at new bests)": [(e.epoch, 100 * e.test_error) for e in result.history if e.test_error is not None]}
-    save_learning_curve(out / "finetune_curve.png", errors, ylabel="error (%)", title="Fine-tuning: error rates")
-    summary = {
-        "data": data.name, "preset": args.preset, "pretrained": not args.no_pretrain,
-        "best_valid_error": result.best_valid_error, "test_error": result.test_error,
-        "best_epoch": result.best_epoch, "finetune_epochs_run": len(result.history), "stopped_by": result.stopped_by,
-        "pretrain_seconds": round(pretrain_seconds, 3), "finetune_seconds": round(finetune_seconds, 3),
-        "total_seconds": round(pretrain_seconds + finetune_seconds, 3),
-        "n_train": len(x), "n_valid": len(vx), "n_test": None if test is None else len(test[0]),
-        "hidden_layer_sizes": model.hidden_layer_sizes, "n_classes": n_classes,
-        **{k: v for k, v in o.items() if k != "hidden"},
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-    }
-    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    resumed = None
+    if args.resume is not None:
+        resumed = load_checkpoint(Path(args.resume) / CHECKPOINT, kind=StackedDenoisingAutoencoder)
+        options = resumed.state.get("options")
+        if not isinstance(options, dict) or set(options) != set(vars(args)):
+            raise UsageError(f"--resume {args.resume}: the checkpoint's options are not those of this dae sda")
+        args = argparse.Namespace(**{**options, "resume": args.resume, "quiet": args.quiet})
+    run = _SdaRun(args, resumed)
+    try:
+        run.pretrain()
+        run.finetune_and_report()
+    except KeyboardInterrupt:
+        write_text(run.out / "summary.json", json.dumps({
+            "interrupted": True, "epochs_done": len(run.metrics),
+            "resume": f"dae sda --resume {run.out}" if (run.out / CHECKPOINT).exists() else None}, indent=2) + "\n")
+        raise
     return 0
+
+
+class _SdaRun:
+    """One `dae sda` run: its data, model and options, and the checkpoint written after every
+    epoch of either phase (the weights, the generator, the metrics so far and, in fine-tuning,
+    the momentum, the early-stopping counters and the best parameters), from which
+    ``--resume`` continues bit for bit."""
+
+    def __init__(self, args: argparse.Namespace, resumed) -> None:
+        self.args, o = args, _sda_options(args)
+        self.o = o
+        data = self.data = load_data(args.data, loss="cross-entropy")
+        (x, y), (vx, vy), test = self.train_set, self.valid_set, self.test_set = _labelled_splits(data, args.data)
+        if len(x) < max(o["batch_size"], o["pretrain_batch_size"]):
+            raise UsageError(f"the batch size is larger than the {len(x)} training examples in {args.data}")
+        n_classes = int(y.max()) + 1
+        if n_classes < 2 or int(vy.max()) >= n_classes or (test is not None and int(test[1].max()) >= n_classes):
+            raise DataError(f"{args.data}: labels must be integers 0..K-1 with K >= 2, and the validation and "
+                            f"test labels within the training labels' range 0..{n_classes - 1}")
+        self.generator = as_generator(o["seed"], torch.device("cpu"))  # the one place randomness is seeded
+        if resumed is not None:
+            model = resumed.model
+            self.generator.set_state(resumed.generator_state)
+        elif args.pretrained is not None:
+            model = load_model(args.pretrained, kind=StackedDenoisingAutoencoder)
+        else:
+            model = StackedDenoisingAutoencoder(x.shape[1], o["hidden"], n_classes, o["corruption"],
+                                                generator=self.generator)
+        if model.n_visible != x.shape[1] or model.n_classes != n_classes:
+            raise UsageError(f"the model has {model.n_visible} inputs and {model.n_classes} classes, "
+                             f"the data {x.shape[1]} and {n_classes}")
+        self.model, self.n_classes = model, n_classes
+        self.pre_epochs = _per_layer_option(o["pretrain_epochs"], model, "--pretrain-epochs")
+        self.pre_lr = _per_layer_option(o["pretrain_lr"], model, "--pretrain-lr")
+        self.out = Path(args.resume) if resumed is not None else _output_dir(args.out, "sda")
+        sizes = "-".join(str(n) for n in [x.shape[1], *model.hidden_layer_sizes, n_classes])
+        _say(args, f"SdA {sizes} on {data.name} ({len(x)} train, {len(vx)} valid, "
+                   f"{0 if test is None else len(test[0])} test examples), preset {args.preset}, writing to {self.out}")
+        self.saved = resumed.state if resumed is not None else {
+            "phase": "pretrain", "layer": 1, "epoch": 0, "metrics": [], "pretrain_seconds": 0.0, "finetune_seconds": 0.0}
+        self.metrics: list[dict] = list(self.saved["metrics"])
+        self.finetune_state: dict = {}
+        if resumed is not None and self.saved["phase"] == "finetune":
+            self.finetune_state = {**self.saved["finetune"], "best_params": _prefixed(resumed.tensors, "best."),
+                                   "velocity": _velocity(resumed.tensors)}
+        self.options = {k: v for k, v in vars(args).items() if k != "resume"} | {"resume": None}
+        self.clock = {"pretrain": self.saved["pretrain_seconds"], "finetune": self.saved["finetune_seconds"]}
+        self.since = time.perf_counter()
+        self.progress = sys.stderr.isatty() and not args.quiet
+
+    def log(self, record: dict) -> None:
+        self.metrics.append(record)
+        write_text(self.out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.metrics))
+
+    def tick(self, phase: str) -> None:
+        """Add the time since the last tick to ``phase``'s clock."""
+        now = time.perf_counter()
+        self.clock[phase] += now - self.since
+        self.since = now
+
+    def save_progress(self, phase: str, **where) -> None:
+        self.tick(phase)
+        state = {"options": self.options, "phase": phase, "metrics": self.metrics,
+                 "pretrain_seconds": self.clock["pretrain"], "finetune_seconds": self.clock["finetune"], **where}
+        tensors = {}
+        if phase == "finetune":
+            f = self.finetune_state
+            state["finetune"] = {k: v for k, v in f.items() if k not in ("best_params", "velocity")}
+            tensors = {f"best.{k}": v for k, v in (f["best_params"] or {}).items()}
+            for k, (vW, vb) in enumerate(f["velocity"]):
+                tensors[f"velocity.{k}.W"], tensors[f"velocity.{k}.b"] = vW, vb
+        save_checkpoint(self.out / CHECKPOINT, self.model, self.generator, state, tensors=tensors)
+
+    def pretrain(self) -> None:
+        args, o = self.args, self.o
+        if args.pretrained is not None or args.no_pretrain or self.saved["phase"] != "pretrain":
+            return
+
+        def report(layer: int, r: EpochResult) -> None:
+            _say(args, f"Pre-training layer {layer}, epoch {r.epoch}, cost {r.cost:.2f}")
+            self.log({"phase": "pretrain", "layer": layer, "epoch": r.epoch, "cost": r.cost,
+                      "seconds": round(r.seconds, 4)})
+            self.save_progress("pretrain", layer=layer, epoch=r.epoch)
+
+        def layer_done(layer: int) -> None:
+            save_model(self.model, self.out / "pretrained", pretrained_layers=layer, image_shape=self.data.image_shape)
+
+        pretrain(self.model, self.train_set[0], epochs=self.pre_epochs, learning_rate=self.pre_lr,
+                 batch_size=o["pretrain_batch_size"], generator=self.generator, callback=report,
+                 after_layer=layer_done, progress=self.progress, first_layer=self.saved["layer"],
+                 first_epoch=self.saved["epoch"] + 1)
+        self.tick("pretrain")
+        _say(args, f"The pretraining code ran for {self.clock['pretrain'] / 60:.2f}m")
+
+    def finetune_and_report(self) -> None:
+        args, o, model, out = self.args, self.o, self.model, self.out
+        curves: dict = {}
+        for m in self.metrics:
+            if m["phase"] == "pretrain":
+                curves.setdefault(f"layer {m['layer']}", []).append((m["epoch"], m["cost"]))
+        if curves:
+            save_learning_curve(out / "pretrain_curve.png", curves, title="Pre-training: mean cost of each layer's dA")
+        n_batches = len(self.train_set[0]) // o["batch_size"]
+
+        def report(e: FinetuneEpoch) -> None:
+            _say(args, f"epoch {e.epoch}, minibatch {n_batches}/{n_batches}, validation error {e.valid_error:.2%}")
+            if e.test_error is not None:
+                _say(args, f"     epoch {e.epoch}, minibatch {n_batches}/{n_batches}, "
+                           f"test error of best model {e.test_error:.2%}")
+            self.log({"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss, "valid_error": e.valid_error,
+                      "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4)})
+            self.save_progress("finetune")
+
+        self.since = time.perf_counter()
+        result = finetune(model, self.train_set, self.valid_set, self.test_set, max_epochs=o["finetune_epochs"],
+                          learning_rate=o["finetune_lr"], batch_size=o["batch_size"], momentum=o["momentum"],
+                          schedule=o["schedule"], shuffle=o["shuffle"], input_corruption=o["finetune_corruption"],
+                          dropout=o["dropout"], patience_epochs=o["patience"], generator=self.generator,
+                          callback=report, progress=self.progress, state=self.finetune_state)
+        self.tick("finetune")
+        test_text = "" if result.test_error is None else f" with test performance {result.test_error:.2%}"
+        _say(args, f"Optimization complete with best validation score of {result.best_valid_error:.2%}, "
+                   f"at epoch {result.best_epoch}{test_text}")
+        _say(args, f"The fine tuning code ran for {self.clock['finetune'] / 60:.2f}m")
+
+        data = self.data
+        save_model(model, out, image_shape=data.image_shape, data=data.name)
+        save_filters(out / "filters.png", model.hidden[0].W.detach(), data.image_shape)
+        errors = {"validation": [(e.epoch, 100 * e.valid_error) for e in result.history],
+                  "test (at new bests)": [(e.epoch, 100 * e.test_error) for e in result.history
+                                          if e.test_error is not None]}
+        save_learning_curve(out / "finetune_curve.png", errors, ylabel="error (%)", title="Fine-tuning: error rates")
+        pre, fine = self.clock["pretrain"], self.clock["finetune"]
+        summary = {
+            "data": data.name, "preset": args.preset, "pretrained": not args.no_pretrain,
+            "best_valid_error": result.best_valid_error, "test_error": result.test_error,
+            "best_epoch": result.best_epoch, "finetune_epochs_run": len(result.history),
+            "stopped_by": result.stopped_by, "pretrain_seconds": round(pre, 3), "finetune_seconds": round(fine, 3),
+            "total_seconds": round(pre + fine, 3), "resumed": args.resume is not None,
+            "n_train": len(self.train_set[0]), "n_valid": len(self.valid_set[0]),
+            "n_test": None if self.test_set is None else len(self.test_set[0]),
+            "hidden_layer_sizes": model.hidden_layer_sizes, "n_classes": self.n_classes,
+            **{k: v for k, v in o.items() if k != "hidden"},
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+        }
+        write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _prefixed(tensors: dict, prefix: str) -> dict | None:
+    found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return found or None
+
+
+def _velocity(tensors: dict) -> list:
+    pairs, k = [], 0
+    while f"velocity.{k}.W" in tensors:
+        pairs.append((tensors[f"velocity.{k}.W"], tensors[f"velocity.{k}.b"]))
+        k += 1
+    return pairs
 
 
 def _sda_options(args: argparse.Namespace) -> dict:

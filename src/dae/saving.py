@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -132,14 +133,27 @@ def _build(config: dict, where: Path, kind: type | None, tensors: dict[str, torc
 # checkpoint is always whole: the previous one until the new one is complete.
 
 CHECKPOINT = "checkpoint.safetensors"
-_GENERATOR, _OPTIMIZER = "_generator_state", "_optimizer"
+_GENERATOR, _OPTIMIZER, _EXTRA = "_generator_state", "_optimizer", "_extra"
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns."""
+
+    model: object  # DenoisingAutoencoder or StackedDenoisingAutoencoder, with the saved weights
+    generator_state: torch.Tensor  # for torch.Generator.set_state
+    state: dict  # the JSON state saved with it
+    optimizer_state: dict  # a torch.optim state_dict, or {}
+    tensors: dict[str, torch.Tensor]  # the extra tensors saved with it
 
 
 def save_checkpoint(path: str | os.PathLike, model, generator: torch.Generator, state: dict,
-                    optimizer_state: dict | None = None) -> None:
-    """Write ``model``, ``generator``'s state, ``state`` (JSON-serialisable) and a torch.optim
-    ``optimizer_state`` (its state_dict, if any) to ``path``."""
+                    optimizer_state: dict | None = None, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model``, ``generator``'s state, ``state`` (JSON-serialisable), a torch.optim
+    ``optimizer_state`` (its state_dict, if any) and extra named ``tensors`` to ``path``."""
+    extra = tensors or {}
     tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+    tensors.update({f"{_EXTRA}.{name}": t.detach().cpu().contiguous() for name, t in extra.items()})
     tensors[_GENERATOR] = generator.get_state()
     optimizer = None
     if optimizer_state:
@@ -156,9 +170,8 @@ def save_checkpoint(path: str | os.PathLike, model, generator: torch.Generator, 
     write_bytes(path, save(tensors, metadata=metadata))
 
 
-def load_checkpoint(path: str | os.PathLike, kind: type | None = None):
-    """(model, generator state, state, optimizer state or {}) from a checkpoint written by
-    :func:`save_checkpoint`."""
+def load_checkpoint(path: str | os.PathLike, kind: type | None = None) -> Checkpoint:
+    """A checkpoint written by :func:`save_checkpoint`, checked as :func:`load_model` checks."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no checkpoint here")
@@ -188,7 +201,8 @@ def load_checkpoint(path: str | os.PathLike, kind: type | None = None):
             optimizer_state = {"state": entries, "param_groups": list(optimizer["param_groups"])}
         except (TypeError, ValueError, KeyError, AttributeError):
             raise ModelFileError(f"{path}: the optimizer's state is damaged") from None
-    return _build(config, path, kind, tensors, path), generator_state, state, optimizer_state
+    extra = {name[len(_EXTRA) + 1:]: tensors.pop(name) for name in list(tensors) if name.startswith(_EXTRA + ".")}
+    return Checkpoint(_build(config, path, kind, tensors, path), generator_state, state, optimizer_state, extra)
 
 
 def _build_dA(config: dict) -> DenoisingAutoencoder:

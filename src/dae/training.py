@@ -320,6 +320,8 @@ def pretrain(
     callback: Callable[[int, EpochResult], None] | None = None,
     after_layer: Callable[[int], None] | None = None,
     progress: bool = False,
+    first_layer: int = 1,
+    first_epoch: int = 1,
 ) -> list[list[EpochResult]]:
     """Greedy layer-wise pre-training [Bengio07]: train the dA of each layer in turn, on the
     clean codes of the layers below it, with :func:`train`.
@@ -328,6 +330,8 @@ def pretrain(
     the tutorial's ``pretraining_epochs=15, pretrain_lr=0.001, batch_size=1``).  Each dA uses
     its own ``corruption_level``.  ``callback(layer, result)`` follows each epoch (layer is
     1-based) and ``after_layer(layer)`` each layer, e.g. to save a checkpoint.
+    ``first_layer`` and ``first_epoch`` continue from a checkpoint: the layers below
+    ``first_layer`` are taken as trained (their histories are left empty).
     """
     n = model.n_layers
     epochs, rates = _per_layer(epochs, n, "epochs"), _per_layer(learning_rate, n, "learning_rate")
@@ -335,11 +339,16 @@ def pretrain(
     histories = []
     codes = x
     for k, dA in enumerate(model.autoencoders):
-        report = None if callback is None else (lambda r, layer=k + 1: callback(layer, r))
-        histories.append(train(dA, codes, epochs=epochs[k], learning_rate=rates[k], batch_size=batch_size,
-                               generator=generator, callback=report, progress=progress))
-        if after_layer is not None:
-            after_layer(k + 1)
+        if k + 1 >= first_layer:
+            report = None if callback is None else (lambda r, layer=k + 1: callback(layer, r))
+            start = first_epoch if k + 1 == first_layer else 1
+            histories.append([] if start > epochs[k] else
+                             train(dA, codes, epochs=epochs[k], learning_rate=rates[k], batch_size=batch_size,
+                                   generator=generator, callback=report, progress=progress, first_epoch=start))
+            if after_layer is not None:
+                after_layer(k + 1)
+        else:
+            histories.append([])
         if k + 1 < n:  # the clean codes of this layer are the next dA's data
             with torch.no_grad():
                 codes = torch.cat([model.hidden[k](c) for c in codes.split(CHUNK_ROWS * 4)])
@@ -430,6 +439,7 @@ def finetune(
     generator: int | torch.Generator | None = None,
     callback: Callable[[FinetuneEpoch], None] | None = None,
     progress: bool = False,
+    state: dict | None = None,
 ) -> FinetuneResult:
     """Fine-tune the whole stack by minibatch SGD on the negative log-likelihood of the labels.
 
@@ -443,6 +453,11 @@ def finetune(
     regulariser during fine-tuning; the tutorial's value is 0); ``dropout`` drops hidden units
     during fine-tuning (not in the tutorial either).  Without a ``valid_set`` there is no
     early stopping: all ``max_epochs`` run, and the test error is that of the final model.
+
+    ``state``, a dict, makes fine-tuning resumable: when it holds the state of an earlier run
+    (after some epoch), fine-tuning continues from there; after each epoch, before
+    ``callback``, it is filled with everything needed to continue (the epoch, the history, the
+    early-stopping counters, the best parameters and the momentum), for a checkpoint.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
@@ -458,7 +473,20 @@ def finetune(
     step = _FinetuneStep(model, momentum, dropout, generator)
     rule = Patience(n_batches, patience_epochs)
     history, best_state, best_epoch, test_error, stopped_by = [], None, 0, None, "max_epochs"
-    for epoch in range(1, max_epochs + 1):
+    first = 1
+    if state:  # continue an interrupted run
+        first = state["epoch"] + 1
+        history = [FinetuneEpoch(**e) for e in state["history"]]
+        rule.patience, rule.best = state["patience"], state["best"]
+        best_epoch, test_error, best_state = state["best_epoch"], state["test_error"], state["best_params"]
+        if step.velocity is not None:
+            for (vW, vb), (sW, sb) in zip(step.velocity, state["velocity"]):
+                vW.copy_(sW)
+                vb.copy_(sb)
+        if state.get("stopped"):
+            first = max_epochs + 1
+            stopped_by = state["stopped"]
+    for epoch in range(first, max_epochs + 1):
         start = time.perf_counter()
         lr = learning_rate * SCHEDULES[schedule]((epoch - 1) / max_epochs)
         if shuffle:
@@ -480,20 +508,27 @@ def finetune(
             is_best = rule.update(epoch, valid_error)
         this_test = None
         if is_best:
-            best_epoch, best_state = epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_epoch, best_state = epoch, {k: v.detach().clone() for k, v in model.named_parameters()}
             if test_set is not None:
                 this_test = test_error = error_rate(model, *test_set)
         record = FinetuneEpoch(epoch, total / n_batches, valid_error, this_test, lr, time.perf_counter() - start)
         if not math.isfinite(record.train_loss):
             raise TrainingDiverged(f"fine-tuning diverged at epoch {epoch}; try a lower learning rate")
         history.append(record)
+        exhausted = valid_set is not None and rule.exhausted(epoch)
+        if state is not None:
+            state.update(epoch=epoch, history=[vars(e) for e in history], patience=rule.patience, best=rule.best,
+                         best_epoch=best_epoch, test_error=test_error, best_params=best_state,
+                         velocity=step.velocity or [], stopped="patience" if exhausted else None)
         if callback is not None:
             callback(record)
-        if valid_set is not None and rule.exhausted(epoch):
+        if exhausted:
             stopped_by = "patience"
             break
     if best_state is not None:
-        model.load_state_dict(best_state)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(best_state[name])
     best_valid_error = math.nan if valid_set is None else rule.best
     return FinetuneResult(history, best_epoch, best_valid_error, test_error, stopped_by)
 
