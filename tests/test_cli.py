@@ -232,6 +232,17 @@ def test_encode_takes_a_layer_of_an_sda(tmp_path, capsys):
         assert np.load(out).shape == (300, width)
 
 
+@pytest.fixture(scope="module")
+def sda_run(tmp_path_factory):
+    """A small trained SdA (its folder holds a checkpoint too) and its labelled data."""
+    folder = tmp_path_factory.mktemp("sda")
+    x = np.random.default_rng(0).random((120, 36)).astype(np.float32)
+    np.savez(folder / "lab.npz", x_train=x, y_train=(x[:, 0] > 0.5).astype(np.int64))
+    assert main(["sda", "--data", str(folder / "lab.npz"), "--hidden", "6", "--pretrain-epochs", "1",
+                 "--finetune-epochs", "1", "--batch-size", "10", "--quiet", "--out", str(folder / "run")]) == 0
+    return folder / "run", folder / "lab.npz"
+
+
 ENCODE_MISTAKES = [
     (["encode", "--model", "{nomodel}", "--data", "{data}", "--out", "{out}"], "no such model folder"),
     (["encode", "--model", "{model}", "--data", "{wide}", "--out", "{out}"], "values per row"),
@@ -243,15 +254,20 @@ ENCODE_MISTAKES = [
     (["score", "--model", "{model}", "--data", "{data}", "--out", "{nodir}"], "no such folder"),
     (["score", "--model", "{data}", "--data", "{data}", "--out", "{out}"], "no such model folder"),
     (["score", "--data", "{data}", "--out", "{out}"], "--model"),
+    (["score", "--model", "{sda}", "--data", "{data}", "--out", "{out}"], "needs a DenoisingAutoencoder"),
+    (["sda", "--pretrained", "{model}", "--data", "{labelled}", "--out", "{outdir}"], "not a StackedDenoisingAutoencoder"),
+    (["sda", "--resume", "{model}"], "not a StackedDenoisingAutoencoder"),
+    (["train", "--resume", "{sda}"], "not a DenoisingAutoencoder"),
 ]
 
 
 @pytest.mark.parametrize("argv, phrase", ENCODE_MISTAKES, ids=[f"{a[0]}-{p}" for a, p in ENCODE_MISTAKES])
-def test_encode_and_score_mistakes_are_clean_errors(tmp_path, tiny_npy, trained, capsys, argv, phrase):
+def test_encode_and_score_mistakes_are_clean_errors(tmp_path, tiny_npy, trained, sda_run, capsys, argv, phrase):
     np.save(tmp_path / "wide.npy", np.zeros((5, 40), np.float32))
     names = {"model": trained, "data": tiny_npy, "wide": tmp_path / "wide.npy", "out": tmp_path / "o.npy",
              "txt": tmp_path / "o.txt", "nomodel": tmp_path / "nope", "missing": tmp_path / "missing.npy",
-             "nodir": tmp_path / "no" / "o.npy"}
+             "nodir": tmp_path / "no" / "o.npy", "sda": sda_run[0], "labelled": sda_run[1],
+             "outdir": tmp_path / "newdir"}
     code, _, err = run(capsys, *[a.format(**names) for a in argv])
     assert code == 2 and err.startswith("dae: error: ") and err.count("\n") == 1, err
     assert phrase in err

@@ -649,11 +649,11 @@ def test_read_idx_only_raises_data_error(fuzz_dir, content):
 GARBLED_NPY_HEADER = _npy_seed().replace(b"{", b"z", 1)
 
 
+@pytest.mark.parametrize("name", ["f.npy", "f.npz", "f.csv", "f-ubyte", "f.bin"])  # 200 examples for each reader
 @FUZZ_SETTINGS
-@example(content=GARBLED_NPY_HEADER, name="f.npy", loss="squared-error")
+@example(content=GARBLED_NPY_HEADER, loss="squared-error")
 @given(
     content=st.one_of(st.binary(max_size=64), mutated(SEEDS)),
-    name=st.sampled_from(["f.npy", "f.npz", "f.csv", "f-ubyte", "f.bin"]),
     loss=st.sampled_from(["cross-entropy", "squared-error"]),
 )
 def test_load_data_only_raises_data_error(fuzz_dir, content, name, loss):

@@ -145,3 +145,30 @@ def test_a_config_claiming_huge_sizes_is_refused_without_allocating_them(tmp_pat
     _edit_config(folder, n_visible=size, n_hidden=size)  # 4 * 10^14 bytes or more, were it allocated
     with pytest.raises(ModelFileError, match=message):
         load_model(folder)
+
+
+def test_mutated_checkpoints_give_only_clean_errors(tmp_path_factory):
+    from dae.saving import load_checkpoint, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    model = DenoisingAutoencoder(5, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.loss(torch.rand(4, 5)).backward()
+    optimizer.step()
+    save_checkpoint(folder / "c.safetensors", model, torch.Generator().manual_seed(0), {"epoch": 1},
+                    optimizer.state_dict(), tensors={"extra": torch.ones(2)})
+    original = (folder / "c.safetensors").read_bytes()
+    loaded = load_checkpoint(folder / "c.safetensors")
+    assert loaded.state == {"epoch": 1} and torch.equal(loaded.tensors["extra"], torch.ones(2))
+    assert set(loaded.optimizer_state["state"]) == {0, 1, 2}
+
+    @settings(max_examples=200, deadline=None)
+    @given(_mutations(original))
+    def check(data):
+        (folder / "m.safetensors").write_bytes(data)
+        try:
+            load_checkpoint(folder / "m.safetensors")
+        except ModelFileError:
+            pass
+
+    check()
