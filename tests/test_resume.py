@@ -162,3 +162,27 @@ def test_an_sda_run_stopped_in_either_phase_resumes_to_the_same_model(labelled, 
     lines = lambda run: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
                          for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert lines("whole") == lines("part")
+
+
+def test_divergence_stops_the_run_and_leaves_the_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
+    import dae.cli
+
+    real_save = dae.cli.save_checkpoint
+
+    def save_then_break(path, model, generator, state, optimizer_state=None, tensors=None):
+        real_save(path, model, generator, state, optimizer_state, tensors)
+        with torch.no_grad():
+            model.W.fill_(float("nan"))  # whatever comes next is lost
+
+    monkeypatch.setattr(dae.cli, "save_checkpoint", save_then_break)
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(data), "--hidden", "4", "--epochs", "3", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "training diverged at epoch 2" in err and "lower learning rate" in err
+    checkpoint = load_checkpoint(out / CHECKPOINT)
+    assert checkpoint.state["epoch"] == 1 and torch.isfinite(checkpoint.model.W).all()
+
+
+def test_fine_tuning_that_blows_up_is_stopped(labelled, tmp_path, capsys):
+    code = main(["sda", "--data", str(labelled), *SDA, "--finetune-lr", "1e6", "--out", str(tmp_path / "x")])
+    assert code == 2 and "fine-tuning diverged at epoch" in capsys.readouterr().err

@@ -512,8 +512,10 @@ def finetune(
             if test_set is not None:
                 this_test = test_error = error_rate(model, *test_set)
         record = FinetuneEpoch(epoch, total / n_batches, valid_error, this_test, lr, time.perf_counter() - start)
-        if not math.isfinite(record.train_loss):
-            raise TrainingDiverged(f"fine-tuning diverged at epoch {epoch}; try a lower learning rate")
+        # The zero-initialised softmax starts at NLL ln K; a hundred times that is a blow-up.
+        if not math.isfinite(record.train_loss) or record.train_loss > DIVERGENCE_FACTOR * math.log(model.n_classes):
+            raise TrainingDiverged(f"fine-tuning diverged at epoch {epoch} (mean negative log-likelihood "
+                                   f"{record.train_loss:.4g}); try a lower learning rate")
         history.append(record)
         exhausted = valid_set is not None and rule.exhausted(epoch)
         if state is not None:
