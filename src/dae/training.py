@@ -55,7 +55,7 @@ CHUNK_ROWS = 2048
 
 
 class TrainingDiverged(ArithmeticError):
-    """The cost became NaN or infinite: the learning rate is too high for this model and data."""
+    """The cost became NaN, infinite or a hundredfold: the learning rate is too high for this model and data."""
 
 
 # SGD that works lowers the cost; one that ends an epoch at a hundred times the cost of the
