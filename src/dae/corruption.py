@@ -18,60 +18,6 @@ import torch
 NOISES = ("masking", "gaussian", "salt-and-pepper")
 
 
-def mask(
-    x: torch.Tensor,
-    corruption_level: float,
-    generator: torch.Generator | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Return x with each element zeroed independently with probability ``corruption_level``.
-
-    ``out`` may be given to write the result in place (it may be a strided view); it must not
-    overlap ``x``.  With ``corruption_level == 0`` no random numbers are drawn.
-    """
-    if out is None:
-        out = torch.empty_like(x)
-    if corruption_level == 0.0:
-        return out.copy_(x)
-    # Three in-place passes and no temporary: u ~ U[0, 1), keep = [u >= p], x~ = keep * x.
-    out.uniform_(generator=generator).ge_(corruption_level)
-    return out.mul_(x)
-
-
-def gaussian(
-    x: torch.Tensor,
-    corruption_level: float,
-    generator: torch.Generator | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Return x + N(0, sigma^2) noise on every element, sigma = ``corruption_level``."""
-    if out is None:
-        out = torch.empty_like(x)
-    if corruption_level == 0.0:
-        return out.copy_(x)
-    return out.normal_(0.0, corruption_level, generator=generator).add_(x)
-
-
-def salt_and_pepper(
-    x: torch.Tensor,
-    corruption_level: float,
-    generator: torch.Generator | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Return x with a random fraction ``corruption_level`` of its elements set to 0 or 1,
-    each with probability 1/2."""
-    if out is None:
-        out = torch.empty_like(x)
-    if corruption_level == 0.0:
-        return out.copy_(x)
-    # One draw u ~ U[0, 1) per element: u < nu/2 -> 0 (pepper), nu/2 <= u < nu -> 1 (salt).
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return out.copy_(torch.where(u < corruption_level, (u >= corruption_level / 2).to(x.dtype), x))
-
-
-CORRUPTIONS = {"masking": mask, "gaussian": gaussian, "salt-and-pepper": salt_and_pepper}
-
-
 def corrupt(
     x: torch.Tensor,
     noise: str,
@@ -79,5 +25,47 @@ def corrupt(
     generator: torch.Generator | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x~ drawn from the named noise process at the given level."""
-    return CORRUPTIONS[noise](x, corruption_level, generator, out)
+    """x~ drawn from the named noise process at the given level.
+
+    ``out`` may be given to write the result in place (it may be a strided view); it must not
+    overlap ``x``.  At level 0 x is copied and no random numbers are drawn.
+    """
+    if out is None:
+        out = torch.empty_like(x)
+    if corruption_level == 0.0:
+        return out.copy_(x)
+    return _NOISE_INTO[noise](x, corruption_level, generator, out)
+
+
+def mask(x, corruption_level, generator=None, out=None) -> torch.Tensor:
+    """x with each element zeroed independently with probability ``corruption_level``."""
+    return corrupt(x, "masking", corruption_level, generator, out)
+
+
+def gaussian(x, corruption_level, generator=None, out=None) -> torch.Tensor:
+    """x + N(0, sigma^2) noise on every element, sigma = ``corruption_level``."""
+    return corrupt(x, "gaussian", corruption_level, generator, out)
+
+
+def salt_and_pepper(x, corruption_level, generator=None, out=None) -> torch.Tensor:
+    """x with a random fraction ``corruption_level`` of its elements set to 0 or 1, each with
+    probability 1/2."""
+    return corrupt(x, "salt-and-pepper", corruption_level, generator, out)
+
+
+def _mask_into(x, p, generator, out):
+    # Three in-place passes and no temporary: u ~ U[0, 1), keep = [u >= p], x~ = keep * x.
+    return out.uniform_(generator=generator).ge_(p).mul_(x)
+
+
+def _gaussian_into(x, sigma, generator, out):
+    return out.normal_(0.0, sigma, generator=generator).add_(x)
+
+
+def _salt_and_pepper_into(x, nu, generator, out):
+    # One draw u ~ U[0, 1) per element: u < nu/2 -> 0 (pepper), nu/2 <= u < nu -> 1 (salt).
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return out.copy_(torch.where(u < nu, (u >= nu / 2).to(x.dtype), x))
+
+
+_NOISE_INTO = {"masking": _mask_into, "gaussian": _gaussian_into, "salt-and-pepper": _salt_and_pepper_into}
