@@ -34,7 +34,8 @@ from .files import write_bytes, write_text
 from .plots import save_filters, save_learning_curve, save_reconstructions
 from .saving import CHECKPOINT, ModelFileError, load_checkpoint, load_model, save_checkpoint, save_model
 from .stacked import StackedDenoisingAutoencoder
-from .training import SCHEDULES, EpochResult, FinetuneEpoch, TrainingDiverged, as_generator, finetune, pretrain, train
+from .training import (SCHEDULES, EpochResult, FinetuneEpoch, TrainingDiverged, as_generator, finetune, per_layer,
+                       pretrain, train)
 
 # The tutorial's test_dA: learning_rate=0.1, training_epochs=15, batch_size=20, 500 hidden
 # units, corruption 0.0 then 0.3, numpy RandomState(123) for the weights.
@@ -550,11 +551,12 @@ def _sda_options(args: argparse.Namespace) -> dict:
 
 
 def _per_layer_option(values: list, model: StackedDenoisingAutoencoder, option: str) -> list:
-    if len(values) == 1:
-        return values * model.n_layers
-    if len(values) != model.n_layers:
-        raise UsageError(f"{option} gives {len(values)} values for {model.n_layers} layers")
-    return values
+    """One value for every layer, or one per layer, as pretrain() takes them; checked before
+    anything is written."""
+    try:
+        return per_layer(values[0] if len(values) == 1 else values, model.n_layers, option)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _labelled_splits(data: Dataset, source: str):

@@ -292,7 +292,7 @@ class _SGDStep:
         return float(torch.dot(flat_a, flat_a))
 
 
-def _no_grad_step(dy: torch.Tensor, y: torch.Tensor) -> None:
+def _identity_grad(dy: torch.Tensor, y: torch.Tensor) -> None:
     pass
 
 
@@ -302,7 +302,7 @@ _ACTIVATION_STEPS = {
     "sigmoid": (lambda y: torch.sigmoid(y, out=y), lambda dy, y: aten.sigmoid_backward.grad_input(dy, y, grad_input=dy)),
     "tanh": (lambda y: torch.tanh(y, out=y), lambda dy, y: aten.tanh_backward.grad_input(dy, y, grad_input=dy)),
     "relu": (torch.relu_, lambda dy, y: aten.threshold_backward.grad_input(dy, y, 0, grad_input=dy)),
-    "linear": (lambda y: None, _no_grad_step),
+    "linear": (lambda y: None, _identity_grad),
 }
 
 
@@ -334,7 +334,7 @@ def pretrain(
     ``first_layer`` are taken as trained (their histories are left empty).
     """
     n = model.n_layers
-    epochs, rates = _per_layer(epochs, n, "epochs"), _per_layer(learning_rate, n, "learning_rate")
+    epochs, rates = per_layer(epochs, n, "epochs"), per_layer(learning_rate, n, "learning_rate")
     generator = as_generator(generator, model.log_W.device)
     histories = []
     codes = x
@@ -355,7 +355,8 @@ def pretrain(
     return histories
 
 
-def _per_layer(value, n: int, name: str) -> list:
+def per_layer(value, n: int, name: str) -> list:
+    """``value`` for each of ``n`` layers: a single value repeated, or a sequence of n."""
     values = list(value) if isinstance(value, Sequence) else [value] * n
     if len(values) != n:
         raise ValueError(f"{name}: {len(values)} values for {n} layers")
