@@ -10,7 +10,7 @@ import torch
 
 import dae.training
 from dae import StackedDenoisingAutoencoder, load_model, save_model
-from dae.cli import main
+from dae.cli import SDA_PRESETS, main
 from dae.training import Patience, _FinetuneStep, error_rate, finetune, pretrain
 
 
@@ -98,11 +98,11 @@ def test_finetune_stops_by_patience_restores_the_best_model_and_reports_its_test
     snapshots = {}
     real_error_rate = dae.training.error_rate
 
-    def fake_error_rate(model, xs, ys):
+    def fake_error_rate(model, xs, ys, world=None):
         if xs is valid_x:
             snapshots[len(snapshots) + 1] = model.log_W.detach().clone()
             return next(scripted)
-        return real_error_rate(model, xs, ys)
+        return real_error_rate(model, xs, ys, world=world)
 
     valid_x = x[500:]
     monkeypatch.setattr(dae.training, "error_rate", fake_error_rate)
@@ -187,6 +187,24 @@ def test_fine_tuning_can_be_rerun_from_the_pretrained_checkpoint(tmp_path, label
     tuned = load_model(tmp_path / "b")
     for layer, start in zip(tuned.hidden, checkpoint.hidden):
         assert torch.allclose(layer.W, start.W, atol=1e-6)
+
+
+def test_the_tutorial_preset_is_the_tutorials_sda_and_every_preset_runs(tmp_path, labelled):
+    # test_SdA: 3 x 1000 units, corruption 0.1/0.2/0.3, pretrain lr 0.001 x 15 epochs, batch 1,
+    # finetune lr 0.1 for at most 1000 epochs, seed 89677 (the issue and SdA.py).
+    assert {k: SDA_PRESETS["tutorial"][k] for k in ("hidden", "corruption", "pretrain_epochs", "pretrain_lr",
+                                                    "pretrain_batch_size", "batch_size", "finetune_lr",
+                                                    "finetune_epochs", "momentum", "seed")} == {
+        "hidden": [1000] * 3, "corruption": [0.1, 0.2, 0.3], "pretrain_epochs": [15], "pretrain_lr": [0.001],
+        "pretrain_batch_size": 1, "batch_size": 1, "finetune_lr": 0.1, "finetune_epochs": 1000, "momentum": 0.0,
+        "seed": 89677}
+    for preset in SDA_PRESETS:  # each preset's recipe, on a tiny network and data
+        out = tmp_path / preset
+        assert main(["sda", "--data", str(labelled), "--preset", preset, "--hidden", "8", "--corruption", "0.1",
+                     "--pretrain-epochs", "1", "--finetune-epochs", "2", "--quiet", "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        for key in ("dropout", "finetune_corruption", "batch_size", "momentum", "schedule", "finetune_lr"):
+            assert summary[key] == SDA_PRESETS[preset][key], (preset, key)
 
 
 def test_no_pretrain_skips_pretraining(tmp_path, labelled, capsys):

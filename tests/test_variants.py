@@ -125,8 +125,8 @@ def test_a_resumed_run_with_optimizer_state_continues_bit_for_bit(tmp_path, monk
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
     real_save = dae.cli.save_checkpoint
 
-    def save_then_stop(path, model, generator, state, optimizer_state=None):
-        real_save(path, model, generator, state, optimizer_state)
+    def save_then_stop(path, model, generator, state, optimizer_state=None, tensors=None):
+        real_save(path, model, generator, state, optimizer_state, tensors)
         if state["epoch"] == 2:
             raise KeyboardInterrupt  # as if Ctrl-C came right after epoch 2's checkpoint
 

@@ -506,10 +506,13 @@ _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def _check_npy_header(f: BinaryIO, size: int, source: object) -> None:
+def _check_npy_header(
+    f: BinaryIO, size: int, source: object
+) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Read a .npy header from `f` and check it against the `size` bytes available.
 
     This refuses object arrays and forged shapes before NumPy allocates anything.
+    Returns the header's (shape, fortran_order, dtype); `f` is left at the data.
     """
     if size == 0:
         raise DataError(f"{source}: the file is empty")
@@ -520,10 +523,10 @@ def _check_npy_header(f: BinaryIO, size: int, source: object) -> None:
     f.seek(0)
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
     elif version in ((2, 0), (3, 0)):
         # Version 3.0 only differs by allowing UTF-8 in field names, which we refuse.
-        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
     else:
         raise DataError(f"{source}: unsupported .npy format version {version}")
     _check_numeric(dtype, source)
@@ -536,6 +539,7 @@ def _check_npy_header(f: BinaryIO, size: int, source: object) -> None:
             f"{source}: truncated .npy data: shape {shape} of {dtype} needs"
             f" {expected} bytes, {available} follow the header"
         )
+    return shape, fortran_order, dtype
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -30,6 +30,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .autoencoder import DenoisingAutoencoder
+from .distributed import resolve_device
 from .stacked import StackedDenoisingAutoencoder
 from .training import finetune, pretrain, train
 
@@ -55,6 +56,11 @@ def _seed(random_state) -> int:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
+def _noise_generator(seed_generator: torch.Generator, seed: int, device: torch.device) -> torch.Generator:
+    """The training noise's generator: on the CPU, the generator that drew the weights; on a GPU, one there."""
+    return seed_generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
+
+
 class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInterval, BaseEstimator):
     """A denoising autoencoder [Vincent08] as a scikit-learn transformer: X -> its code.
 
@@ -75,6 +81,9 @@ class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInt
     activation : {"sigmoid", "tanh", "relu", "linear"}, default="sigmoid"
     tied : bool, default=True
     random_state : int, RandomState instance or None, default=None
+    device : str, default="cpu"
+        Where to train: "cpu", "cuda", "cuda:N" or "auto" (a GPU if there is one).  Inference
+        (transform, score_samples) runs on the CPU in float64.
 
     Attributes
     ----------
@@ -90,7 +99,8 @@ class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInt
     """
 
     def __init__(self, n_hidden=500, n_epochs=15, learning_rate=0.1, batch_size=20, corruption_level=0.3,
-                 noise="masking", loss="cross-entropy", activation="sigmoid", tied=True, random_state=None):
+                 noise="masking", loss="cross-entropy", activation="sigmoid", tied=True, random_state=None,
+                 device="cpu"):
         self.n_hidden = n_hidden
         self.n_epochs = n_epochs
         self.learning_rate = learning_rate
@@ -101,6 +111,7 @@ class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInt
         self.activation = activation
         self.tied = tied
         self.random_state = random_state
+        self.device = device
 
     def fit(self, X, y=None):
         """Train a new dA on X for ``n_epochs``."""
@@ -118,21 +129,23 @@ class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInt
 
     def _build(self, X: np.ndarray) -> None:
         self.fit_range(X, self.loss == "cross-entropy")
-        self._generator = torch.Generator().manual_seed(_seed(self.random_state))
+        seed, device = _seed(self.random_state), resolve_device(self.device)
+        init = torch.Generator().manual_seed(seed)
         self.model_ = DenoisingAutoencoder(
             X.shape[1], self.n_hidden, corruption_level=self.corruption_level, noise=self.noise, tied=self.tied,
-            loss=self.loss, activation=self.activation, generator=self._generator)
+            loss=self.loss, activation=self.activation, generator=init).to(device)
+        self._generator = _noise_generator(init, seed, device)
         self.history_ = []
 
     def _train(self, X: np.ndarray, epochs: int):
         x = self.to_tensor(X)
         self.history_ += train(self.model_, x, epochs=epochs, learning_rate=self.learning_rate,
                                batch_size=min(self.batch_size, len(x)), generator=self._generator)
-        self.components_ = self.model_.W.detach().numpy().T.copy()
+        self.components_ = self.model_.W.detach().cpu().numpy().T.copy()
         self._n_features_out = self.n_hidden
         # Inference in float64, so that a row's result does not depend on the rows computed
         # with it (float32 matrix products round differently for different batch shapes).
-        self._inference_model = copy.deepcopy(self.model_).double()
+        self._inference_model = copy.deepcopy(self.model_).cpu().double()
         return self
 
     def _input(self, X) -> torch.Tensor:
@@ -192,6 +205,8 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     input_corruption : float, default=0.1
     validation_fraction : float, default=1/6 (MNIST's 10,000 of 60,000)
     random_state : int, RandomState instance or None, default=None
+    device : str, default="cpu"
+        Where to train and predict: "cpu", "cuda", "cuda:N" or "auto" (a GPU if there is one).
     The defaults are those of ``dae sda``'s default preset.
 
     Attributes
@@ -204,7 +219,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     def __init__(self, hidden_layer_sizes=(1000, 1000, 1000), corruption_levels=None, pretrain_epochs=10,
                  pretrain_learning_rate=0.05, pretrain_batch_size=20, finetune_epochs=80, learning_rate=0.1,
                  batch_size=100, momentum=0.9, dropout=0.2, input_corruption=0.1, validation_fraction=1 / 6,
-                 random_state=None):
+                 random_state=None, device="cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.corruption_levels = corruption_levels
         self.pretrain_epochs = pretrain_epochs
@@ -218,6 +233,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         self.input_corruption = input_corruption
         self.validation_fraction = validation_fraction
         self.random_state = random_state
+        self.device = device
 
     def fit(self, X, y):
         """Pre-train, then fine-tune on (X, y)."""
@@ -229,10 +245,12 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
             raise ValueError(f"SdAClassifier needs samples of at least 2 classes; got 1 class: {self.classes_[0]!r}")
         self.fit_range(X, True)
         x, labels = self.to_tensor(X), torch.tensor(encoder.transform(y), dtype=torch.int64)
-        g = torch.Generator().manual_seed(_seed(self.random_state))
+        seed, device = _seed(self.random_state), resolve_device(self.device)
+        g = torch.Generator().manual_seed(seed)
         sizes = list(self.hidden_layer_sizes)
         levels = self.corruption_levels or [(0.1, 0.2, 0.3)[k] if k < 3 else 0.3 for k in range(len(sizes))]
         self.model_ = StackedDenoisingAutoencoder(X.shape[1], sizes, len(self.classes_), levels, generator=g)
+        self.model_.to(device)
         order = torch.randperm(len(x), generator=g)
         n_valid = int(len(x) * self.validation_fraction)
         if n_valid >= 1 and len(x) - n_valid >= 1:
@@ -241,6 +259,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         else:
             train_idx, valid = order, None
         xt, yt = x[train_idx], labels[train_idx]
+        g = _noise_generator(g, seed, device)
         pretrain(self.model_, xt, epochs=self.pretrain_epochs, learning_rate=self.pretrain_learning_rate,
                  batch_size=min(self.pretrain_batch_size, len(xt)), generator=g)
         self.result_ = finetune(self.model_, (xt, yt), valid, max_epochs=self.finetune_epochs,
@@ -254,7 +273,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         check_is_fitted(self)
         x = self.to_tensor(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
         with torch.no_grad():
-            return self.model_.predict_proba(x).numpy().astype(np.float64)
+            return self.model_.predict_proba(x.to(self.model_.log_W.device)).cpu().numpy().astype(np.float64)
 
     def predict(self, X):
         """The most probable class of each row."""

@@ -45,7 +45,9 @@ from tqdm.auto import tqdm
 
 from .autoencoder import DenoisingAutoencoder
 from .corruption import corrupt, mask
+from .distributed import SINGLE, World
 from .stacked import StackedDenoisingAutoencoder
+from .stream import NpyStream
 
 aten = torch.ops.aten
 
@@ -104,7 +106,7 @@ def as_generator(seed_or_generator: int | torch.Generator | None, device: torch.
 
 def train(
     model: DenoisingAutoencoder,
-    x: torch.Tensor,
+    x: torch.Tensor | NpyStream,
     *,
     epochs: int = 15,
     learning_rate: float = 0.1,
@@ -119,6 +121,9 @@ def train(
     weight_decay: float = 0.0,
     schedule: str = "constant",
     optimizer_state: dict | None = None,
+    shuffle: bool = False,
+    order_seed: int = 0,
+    world: World | None = None,
 ) -> list[EpochResult]:
     """Train ``model`` on the rows of ``x`` by minibatch SGD; return one result per epoch.
 
@@ -138,30 +143,45 @@ def train(
     (sparsity, contraction) count too.  Plain SGD without penalties takes the hand-written
     step; anything else takes autograd and a torch.optim optimizer, whose state is kept in
     ``optimizer_state`` (a dict, filled after each epoch and read at the start) for checkpoints.
+
+    ``x`` may also be an :class:`~dae.stream.NpyStream`, a .npy file read from disk in chunks
+    while training, for data larger than memory.  ``shuffle`` visits the rows in a new order
+    each epoch (for a stream: the chunks in a new order, and the rows within each chunk),
+    drawn from a generator seeded with ``(order_seed, epoch)``: the same on every process, and
+    the same again in a resumed run.
+
+    ``world`` (see :mod:`dae.distributed`) trains data-parallel: this process takes its share
+    of each global minibatch of ``world.size * batch_size`` rows (the tutorial's order, or the
+    shuffled one), the gradients are summed over the processes at every step, and the reported
+    cost is that of all of them.  Every process must call train with the same arguments, except
+    ``generator`` (each rank's own noise).
     """
-    if x.ndim != 2 or x.shape[1] != model.n_visible:
-        raise ValueError(f"x must have shape (n, {model.n_visible}), got {tuple(x.shape)}")
+    world = world or SINGLE
+    shape = (x.n_rows, x.n_cols) if isinstance(x, NpyStream) else tuple(x.shape)
+    if len(shape) != 2 or shape[1] != model.n_visible:
+        raise ValueError(f"x must have shape (n, {model.n_visible}), got {shape}")
     if epochs < 1 or batch_size < 1 or not learning_rate > 0:
         raise ValueError("epochs, batch_size and learning_rate must be positive")
     if optimizer not in ("sgd", "adam") or schedule not in SCHEDULES:
         raise ValueError(f"optimizer must be sgd or adam and schedule one of {', '.join(SCHEDULES)}")
     if not 0 <= momentum < 1 or weight_decay < 0 or (nesterov and not momentum):
         raise ValueError("momentum must be in [0, 1), weight_decay at least 0, and nesterov needs momentum")
-    n_batches = x.shape[0] // batch_size
-    if n_batches == 0:
-        raise ValueError(f"need at least batch_size={batch_size} rows to train, got {x.shape[0]}")
+    if shape[0] // (batch_size * world.size) == 0:
+        raise ValueError(f"need at least batch_size={batch_size} rows per process to train, got {shape[0]} "
+                         f"for {world.size}")
     device, dtype = model.W.device, model.W.dtype
-    x = x.to(device=device, dtype=dtype).contiguous()
+    rows = _Rows(x, batch_size, world, device, dtype)
     generator = as_generator(generator, device)
-    per_chunk = max(1, min(n_batches, CHUNK_ROWS // batch_size))
+    per_chunk = max(1, CHUNK_ROWS // batch_size)
+    world.broadcast_(model.parameters())
     plain = optimizer == "sgd" and not momentum and not weight_decay and schedule == "constant"
     if plain and not model.regularised:
-        step = _SGDStep(model, batch_size, per_chunk, learning_rate)
+        step = _SGDStep(model, batch_size, per_chunk, learning_rate, world)
     else:
         step = _AutogradSteps(model, batch_size, per_chunk, optimizer, learning_rate, momentum, nesterov,
-                              weight_decay, optimizer_state)
+                              weight_decay, optimizer_state, world)
     with torch.no_grad():  # the scale of the cost before training, to recognise a blow-up
-        initial_cost = float(model.reconstruction_error(x[:CHUNK_ROWS]).mean())
+        initial_cost = float(model.reconstruction_error(rows.head(CHUNK_ROWS)).mean())
 
     history = []
     with torch.no_grad(), _threads_for(batch_size):
@@ -170,12 +190,14 @@ def train(
             total = 0.0
             if isinstance(step, _AutogradSteps):
                 step.set_learning_rate(learning_rate * SCHEDULES[schedule]((epoch - 1) / epochs))
-            with tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress) as bar:
-                for first in range(0, n_batches, step.batches_per_chunk):
-                    k = min(step.batches_per_chunk, n_batches - first)
-                    total += step.chunk(x[first * batch_size : (first + k) * batch_size], generator)
-                    bar.update(k)
-            result = EpochResult(epoch, total / (n_batches * batch_size), time.perf_counter() - start)
+            order = _order_generator(order_seed, epoch) if shuffle else None
+            n_steps, blocks = rows.epoch(order, per_chunk)
+            with tqdm(total=n_steps, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress) as bar:
+                for block in blocks:
+                    total += step.chunk(block, generator)
+                    bar.update(len(block) // batch_size)
+            total, = world.sum(total)
+            result = EpochResult(epoch, total / (n_steps * batch_size * world.size), time.perf_counter() - start)
             if not math.isfinite(result.cost) or result.cost > DIVERGENCE_FACTOR * abs(initial_cost):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch} (cost {result.cost:.4g}, against {initial_cost:.4g} "
@@ -190,14 +212,82 @@ def train(
     return history
 
 
+def _order_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of an epoch's order: seeded with (seed, epoch), the same on every process."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+
+
+class _Rows:
+    """The rows that each epoch of :func:`train` visits on this process, in blocks of whole
+    minibatches: from a tensor in memory, or from a .npy file streamed in chunks.
+
+    Global minibatch i is ``world.size * B`` consecutive rows of the epoch's order; rank r takes
+    the r-th B of them, so that one process with batch N x B and N processes with batch B see
+    the same minibatches.  A stream's chunks are dealt out in turn (chunk order[r::N] to rank r)
+    and every rank runs as many steps as the rank with the fewest rows can, as all-reduces pair
+    up step by step.
+    """
+
+    def __init__(self, x, batch_size: int, world: World, device: torch.device, dtype: torch.dtype) -> None:
+        self.B, self.world, self.device, self.dtype = batch_size, world, device, dtype
+        self.stream = x if isinstance(x, NpyStream) else None
+        self._share = None
+        if self.stream is None:
+            self.x = x.to(device=device, dtype=dtype).contiguous()
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first ``n`` rows of the data (the same on every process)."""
+        if self.stream is not None:
+            return self.stream.head(n).to(device=self.device, dtype=self.dtype)
+        return self.x[:n]
+
+    def epoch(self, order: torch.Generator | None, per_chunk: int):
+        """(number of minibatches, iterator of blocks of at most ``per_chunk`` minibatches)."""
+        B, N, r = self.B, self.world.size, self.world.rank
+        if self.stream is None:
+            n_steps = len(self.x) // (B * N)
+            if order is None and N == 1:
+                local = self.x
+            elif order is None and self._share is not None:  # the same share every epoch
+                local = self._share
+            else:
+                index = torch.randperm(len(self.x), generator=order) if order is not None else torch.arange(len(self.x))
+                local = self.x[index[: n_steps * B * N].view(n_steps, N, B)[:, r].reshape(-1).to(self.device)]
+                self._share = local if order is None else None
+            return n_steps, (local[i * B : min(i + per_chunk, n_steps) * B] for i in range(0, n_steps, per_chunk))
+        s = self.stream
+        ids = (torch.randperm(s.n_chunks, generator=order) if order is not None else torch.arange(s.n_chunks)).tolist()
+        n_steps = min(sum(s.chunk_rows_of(i) // B for i in ids[k::N]) for k in range(N))
+        if n_steps == 0:
+            raise ValueError(f"{s.path}: {s.n_chunks} chunk(s) of {s.chunk_rows} rows leave a process without a "
+                             f"minibatch of {B}")
+        return n_steps, self._stream_blocks(ids[r::N], order, n_steps, per_chunk)
+
+    def _stream_blocks(self, ids: list[int], order: torch.Generator | None, n_steps: int, per_chunk: int):
+        B, done = self.B, 0
+        chunks = self.stream.epoch(ids, generator=order)
+        try:
+            for chunk in chunks:
+                chunk = chunk.to(device=self.device, dtype=self.dtype)
+                k = min(len(chunk) // B, n_steps - done)
+                for i in range(0, k, per_chunk):
+                    yield chunk[i * B : min(i + per_chunk, k) * B]
+                done += k
+                if done == n_steps:
+                    break
+        finally:
+            chunks.close()
+
+
 class _AutogradSteps:
     """Minibatch steps by autograd on ``model.loss`` and a torch.optim optimizer: for the
     variants the hand-written step does not cover (momentum, Adam, weight decay, a schedule,
     the sparsity and contractive penalties).  The same corruption is drawn, in the same order."""
 
     def __init__(self, model: DenoisingAutoencoder, batch_size: int, batches_per_chunk: int, kind: str, lr: float,
-                 momentum: float, nesterov: bool, weight_decay: float, state: dict | None) -> None:
-        self.model, self.B, self.batches_per_chunk = model, batch_size, batches_per_chunk
+                 momentum: float, nesterov: bool, weight_decay: float, state: dict | None,
+                 world: World = SINGLE) -> None:
+        self.model, self.B, self.batches_per_chunk, self.world = model, batch_size, batches_per_chunk, world
         weights = [p for name, p in model.named_parameters() if name in ("W", "W_prime")]
         biases = [p for name, p in model.named_parameters() if name not in ("W", "W_prime")]
         groups = [{"params": weights, "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}]
@@ -219,6 +309,10 @@ class _AutogradSteps:
                 loss = self.model.loss(xb, generator)
                 self.optimizer.zero_grad()
                 loss.backward()
+                if self.world.size > 1:  # the mean gradient of the global minibatch
+                    for p in self.model.parameters():
+                        if p.grad is not None:
+                            self.world.all_reduce_(p.grad).div_(self.world.size)
                 self.optimizer.step()
                 total += loss.item() * len(xb)
         return total
@@ -227,7 +321,8 @@ class _AutogradSteps:
 class _SGDStep:
     """Preallocated buffers and the hand-written SGD step of one dA (see the module docstring)."""
 
-    def __init__(self, model: DenoisingAutoencoder, batch_size: int, batches_per_chunk: int, lr: float) -> None:
+    def __init__(self, model: DenoisingAutoencoder, batch_size: int, batches_per_chunk: int, lr: float,
+                 world: World = SINGLE) -> None:
         B, V, H = batch_size, model.n_visible, model.n_hidden
         factory = {"device": model.W.device, "dtype": model.W.dtype}
         self.model, self.B, self.batches_per_chunk = model, B, batches_per_chunk
@@ -240,7 +335,16 @@ class _SGDStep:
         # Cross-entropy against a sigmoid output and squared error against a linear one both
         # have dL/da = c (z - x); c = 2 for ||x - z||^2.  c/B (the minibatch mean) goes in the step.
         self.cross_entropy = model.loss_name == "cross-entropy"
-        self.alpha = -lr * (1.0 if self.cross_entropy else 2.0) / B
+        self.alpha = -lr * (1.0 if self.cross_entropy else 2.0) / (B * world.size)
+        # Data-parallel: the gradients (unscaled sums over the minibatch) go to one flat buffer
+        # that a single all-reduce sums over the processes before the update.
+        self.world, self.grads = world, None
+        if world.size > 1:
+            tied = model.W_prime is None
+            flat = torch.empty((1 if tied else 2) * V * H + H + V, **factory)
+            parts = flat.split([V * H, H, V] + ([] if tied else [V * H]))
+            self.grads = flat
+            self.grad_views = [parts[0].view(V, H), parts[1], parts[2]] + [p.view(V, H) for p in parts[3:]]
 
     def chunk(self, x: torch.Tensor, generator: torch.Generator) -> float:
         """Run SGD over the consecutive minibatches of ``x``; return the sum of their costs."""
@@ -271,14 +375,33 @@ class _SGDStep:
                 sub(a, xi, out=dz)
             mm(dz, Wd, out=dy)
             activation_grad(dy, y)
-            b.addmv_(dy_t, ones, alpha=alpha)
-            b_prime.addmv_(dz.t(), ones, alpha=alpha)
-            if tied:
+            if self.grads is not None:
+                self._all_reduce_step(Li, dy, dz, y)
+            elif tied:
+                b.addmv_(dy_t, ones, alpha=alpha)
+                b_prime.addmv_(dz.t(), ones, alpha=alpha)
                 W.addmm_(Li.t(), R, alpha=alpha)
             else:
+                b.addmv_(dy_t, ones, alpha=alpha)
+                b_prime.addmv_(dz.t(), ones, alpha=alpha)
                 W.addmm_(x_tilde.t(), dy, alpha=alpha)
                 Wd.addmm_(dz.t(), y, alpha=alpha)
         return self._cost(xs, A)
+
+    def _all_reduce_step(self, Li: torch.Tensor, dy: torch.Tensor, dz: torch.Tensor, y: torch.Tensor) -> None:
+        """The same update, from gradients summed over the processes."""
+        m, B = self.model, self.B
+        gW, gb, gb_prime, *gWd = self.grad_views
+        if m.W_prime is None:
+            torch.mm(Li.t(), self.R, out=gW)
+        else:
+            torch.mm(Li[:B].t(), dy, out=gW)
+            torch.mm(dz.t(), y, out=gWd[0])
+        torch.mv(dy.t(), self.ones, out=gb)
+        torch.mv(dz.t(), self.ones, out=gb_prime)
+        self.world.all_reduce_(self.grads)
+        for p, g in zip((m.W, m.b, m.b_prime, m.W_prime), self.grad_views):
+            p.add_(g, alpha=self.alpha)
 
     def _cost(self, xs: torch.Tensor, A: torch.Tensor) -> float:
         """Sum over the chunk of L(x, z), from the logits A the steps computed (before each update)."""
@@ -322,6 +445,7 @@ def pretrain(
     progress: bool = False,
     first_layer: int = 1,
     first_epoch: int = 1,
+    world: World | None = None,
 ) -> list[list[EpochResult]]:
     """Greedy layer-wise pre-training [Bengio07]: train the dA of each layer in turn, on the
     clean codes of the layers below it, with :func:`train`.
@@ -331,20 +455,22 @@ def pretrain(
     its own ``corruption_level``.  ``callback(layer, result)`` follows each epoch (layer is
     1-based) and ``after_layer(layer)`` each layer, e.g. to save a checkpoint.
     ``first_layer`` and ``first_epoch`` continue from a checkpoint: the layers below
-    ``first_layer`` are taken as trained (their histories are left empty).
+    ``first_layer`` are taken as trained (their histories are left empty).  ``world``: as
+    for :func:`train` (every process computes the codes of all rows, and trains on its share).
     """
     n = model.n_layers
     epochs, rates = per_layer(epochs, n, "epochs"), per_layer(learning_rate, n, "learning_rate")
     generator = as_generator(generator, model.log_W.device)
     histories = []
-    codes = x
+    codes = x.to(model.log_W.device)
     for k, dA in enumerate(model.autoencoders):
         if k + 1 >= first_layer:
             report = None if callback is None else (lambda r, layer=k + 1: callback(layer, r))
             start = first_epoch if k + 1 == first_layer else 1
             histories.append([] if start > epochs[k] else
                              train(dA, codes, epochs=epochs[k], learning_rate=rates[k], batch_size=batch_size,
-                                   generator=generator, callback=report, progress=progress, first_epoch=start))
+                                   generator=generator, callback=report, progress=progress, first_epoch=start,
+                                   world=world))
             if after_layer is not None:
                 after_layer(k + 1)
         else:
@@ -415,11 +541,17 @@ class Patience:
         return self.patience <= epoch * self.n_batches
 
 
-def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of rows that ``model`` misclassifies (the tutorial's ``errors``)."""
+def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, world: World | None = None) -> float:
+    """Fraction of rows that ``model`` misclassifies (the tutorial's ``errors``).  With a
+    ``world`` of several processes each counts the errors in every N-th row, and all get the sum."""
+    world = world or SINGLE
+    device = next(model.parameters()).device
+    x, y = x[world.rank :: world.size], y[world.rank :: world.size]
     with torch.no_grad():
-        wrong = sum(int((model(xc).argmax(1) != yc).sum()) for xc, yc in zip(x.split(4096), y.split(4096)))
-    return wrong / len(y)
+        wrong = sum(int((model(xc.to(device)).argmax(1) != yc.to(device)).sum())
+                    for xc, yc in zip(x.split(4096), y.split(4096)))
+    wrong, = world.sum(wrong)
+    return wrong / (len(y) if world.size == 1 else world.sum(len(y))[0])
 
 
 def finetune(
@@ -441,6 +573,8 @@ def finetune(
     callback: Callable[[FinetuneEpoch], None] | None = None,
     progress: bool = False,
     state: dict | None = None,
+    order_seed: int = 0,
+    world: World | None = None,
 ) -> FinetuneResult:
     """Fine-tune the whole stack by minibatch SGD on the negative log-likelihood of the labels.
 
@@ -459,6 +593,12 @@ def finetune(
     (after some epoch), fine-tuning continues from there; after each epoch, before
     ``callback``, it is filled with everything needed to continue (the epoch, the history, the
     early-stopping counters, the best parameters and the momentum), for a checkpoint.
+
+    ``world`` trains data-parallel as :func:`train` does: each of N processes takes its B rows
+    of every global minibatch of N x B, the gradients are summed at each step, and the errors
+    are counted by all together.  With several processes the shuffled order is drawn from a
+    generator seeded with ``(order_seed, epoch)``, the same on every process; one process draws
+    it from ``generator``, as before.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
@@ -466,12 +606,16 @@ def finetune(
         raise ValueError("max_epochs, batch_size, learning_rate and patience_epochs must be positive")
     if not (0 <= momentum < 1 and 0 <= input_corruption < 1 and 0 <= dropout < 1):
         raise ValueError("momentum, input_corruption and dropout must be in [0, 1)")
-    x, y = train_set
-    n_batches = len(x) // batch_size
+    world = world or SINGLE
+    device = model.log_W.device
+    x, y = (t.to(device) for t in train_set)
+    n_batches = len(x) // (batch_size * world.size)
     if n_batches == 0:
-        raise ValueError(f"need at least batch_size={batch_size} training examples, got {len(x)}")
-    generator = as_generator(generator, x.device)
-    step = _FinetuneStep(model, momentum, dropout, generator)
+        raise ValueError(f"need at least batch_size={batch_size} training examples per process, got {len(x)} "
+                         f"for {world.size}")
+    generator = as_generator(generator, device)
+    world.broadcast_(model.parameters())
+    step = _FinetuneStep(model, momentum, dropout, generator, world)
     rule = Patience(n_batches, patience_epochs)
     history, best_state, best_epoch, test_error, stopped_by = [], None, 0, None, "max_epochs"
     first = 1
@@ -490,11 +634,14 @@ def finetune(
     for epoch in range(first, max_epochs + 1):
         start = time.perf_counter()
         lr = learning_rate * SCHEDULES[schedule]((epoch - 1) / max_epochs)
-        if shuffle:
-            order = torch.randperm(len(x), generator=generator, device=x.device)
-            xs, ys = x[order], y[order]
+        if world.size == 1:
+            order = torch.randperm(len(x), generator=generator, device=x.device) if shuffle else None
         else:
-            xs, ys = x, y
+            order = (torch.randperm(len(x), generator=_order_generator(order_seed, epoch)) if shuffle
+                     else torch.arange(len(x)))
+            order = order[: n_batches * batch_size * world.size].view(n_batches, world.size, batch_size)
+            order = order[:, world.rank].reshape(-1).to(device)
+        xs, ys = (x, y) if order is None else (x[order], y[order])
         total = 0.0
         with torch.no_grad(), _threads_for(batch_size):
             for i in tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
@@ -502,16 +649,17 @@ def finetune(
                 rows = slice(i * batch_size, (i + 1) * batch_size)
                 xb = mask(xs[rows], input_corruption, generator) if input_corruption else xs[rows]
                 total += step(xb, ys[rows], lr)
+        total, = world.sum(total / world.size)
         if valid_set is None:  # no early stopping: the final model is the one kept
             valid_error, is_best = math.nan, epoch == max_epochs
         else:
-            valid_error = error_rate(model, *valid_set)
+            valid_error = error_rate(model, *valid_set, world=world)
             is_best = rule.update(epoch, valid_error)
         this_test = None
         if is_best:
             best_epoch, best_state = epoch, {k: v.detach().clone() for k, v in model.named_parameters()}
             if test_set is not None:
-                this_test = test_error = error_rate(model, *test_set)
+                this_test = test_error = error_rate(model, *test_set, world=world)
         record = FinetuneEpoch(epoch, total / n_batches, valid_error, this_test, lr, time.perf_counter() - start)
         # The zero-initialised softmax starts at NLL ln K; a hundred times that is a blow-up.
         if not math.isfinite(record.train_loss) or record.train_loss > DIVERGENCE_FACTOR * math.log(model.n_classes):
@@ -549,10 +697,18 @@ class _FinetuneStep:
     """
 
     def __init__(self, model: StackedDenoisingAutoencoder, momentum: float, dropout: float = 0.0,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, world: World = SINGLE) -> None:
         self.weights = [(layer.W, layer.b) for layer in model.hidden] + [(model.log_W, model.log_b)]
         self.momentum, self.dropout, self.generator = momentum, dropout, generator
         self.velocity = [(torch.zeros_like(W), torch.zeros_like(b)) for W, b in self.weights] if momentum else None
+        # Data-parallel: each step's gradients go to one flat buffer, summed over the processes
+        # by one all-reduce, then divided by their number (each is already a mean over B rows).
+        self.world, self.grads = world, None
+        if world.size > 1:
+            sizes = [t.numel() for pair in self.weights for t in pair]
+            self.grads = torch.empty(sum(sizes), device=model.log_W.device, dtype=model.log_W.dtype)
+            parts = self.grads.split(sizes)
+            self.grad_views = [(parts[2 * k].view_as(W), parts[2 * k + 1]) for k, (W, b) in enumerate(self.weights)]
         self._rows = self._ones = None  # arange(B) and ones(B), made once per batch size
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
@@ -586,6 +742,9 @@ class _FinetuneStep:
             d = aten.sigmoid_backward(g, outputs[k - 1])
             deltas.append(d)
         deltas.reverse()
+        if self.grads is not None:
+            self._all_reduce_step(inputs, deltas, ones, lr)
+            return loss
         for k, ((W, b), h, d) in enumerate(zip(self.weights, inputs, deltas)):
             if self.velocity is None:
                 W.addmm_(h.t(), d, alpha=-lr)
@@ -597,6 +756,23 @@ class _FinetuneStep:
                 W.add_(vW, alpha=-lr)
                 b.add_(vb, alpha=-lr)
         return loss
+
+    def _all_reduce_step(self, inputs: list, deltas: list, ones: torch.Tensor, lr: float) -> None:
+        """The same update, from the gradients averaged over the processes."""
+        for (gW, gb), h, d in zip(self.grad_views, inputs, deltas):
+            torch.mm(h.t(), d, out=gW)
+            torch.mv(d.t(), ones, out=gb)
+        self.world.all_reduce_(self.grads).div_(self.world.size)
+        for k, ((W, b), (gW, gb)) in enumerate(zip(self.weights, self.grad_views)):
+            if self.velocity is None:
+                W.add_(gW, alpha=-lr)
+                b.add_(gb, alpha=-lr)
+            else:
+                vW, vb = self.velocity[k]
+                vW.mul_(self.momentum).add_(gW)
+                vb.mul_(self.momentum).add_(gb)
+                W.add_(vW, alpha=-lr)
+                b.add_(vb, alpha=-lr)
 
 
 SCHEDULES = {
