@@ -425,6 +425,21 @@ def test_dae_train_streams_a_npy_file_and_reports_bad_values_in_one_line(tmp_pat
                  "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dae: error: ") and err.count("\n") == 1 and "row 555" in err
-    assert not (tmp_path / "bad" / "summary.json").exists()
+    assert not (tmp_path / "bad").exists()  # the run's new folder went with it
     assert main(["train", "--data", "mnist", "--stream", "--out", str(tmp_path / "m")]) == 2
     assert "--stream reads .npy files" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_keeps_a_folder_the_user_made_but_removes_its_own(tmp_path, capsys):
+    from dae.cli import main
+
+    x = np.random.default_rng(0).random((100, 4)).astype(np.float32)
+    x[70, 1] = np.inf
+    np.save(tmp_path / "bad.npy", x)
+    argv = ["train", "--data", str(tmp_path / "bad.npy"), "--stream", "--hidden", "2", "--epochs", "1"]
+    (tmp_path / "mine").mkdir()
+    assert main([*argv, "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+    assert main([*argv, "--out", str(tmp_path / "new" / "run")]) == 2
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "run").exists()
+    assert "row 70" in capsys.readouterr().err

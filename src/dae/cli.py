@@ -17,6 +17,7 @@ can make (a bad option, a missing or corrupt file, data out of range) ends in on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -333,6 +334,7 @@ def run_train(args: argparse.Namespace, world: World) -> int:
         args = argparse.Namespace(**{**options, "resume": args.resume, "quiet": args.quiet, "device": args.device})
     data = _load(args, world)
     x = data.train.x
+    keep = _is_folder(args.out)
     if checkpoint is None:
         out = _on_main(world, lambda: _output_dir(args.out, "train"))
     elif checkpoint.model.n_visible != _cols(x):
@@ -340,16 +342,28 @@ def run_train(args: argparse.Namespace, world: World) -> int:
     streamed = " streamed from disk" if isinstance(x, NpyStream) else ""
     _say(args, f"Training a {_cols(x)}-{args.hidden} dA on {data.name} ({_rows(x)} examples{streamed}), "
                f"corruption {args.corruption:g}, {_where(world)}, writing to {out}")
-    _train_one(args, world, data, args.corruption, out, checkpoint)
+    with _no_empty_folder(out if checkpoint is None and world.main else None, keep):
+        _train_one(args, world, data, args.corruption, out, checkpoint)
     return 0
 
 
 def run_tutorial(args: argparse.Namespace, world: World) -> int:
     data = _load(args, world)
+    keep = _is_folder(args.out)
     out = _on_main(world, lambda: _output_dir(args.out, "tutorial"))
     _say(args, f"The tutorial's experiment on {data.name}: a {_cols(data.train.x)}-{args.hidden} dA with "
                f"corruption 0% and 30%, {_where(world)}, writing to {out}")
     runs, curves = [], {}
+    with _no_empty_folder(out, keep):
+        _tutorial_runs(args, world, data, out, runs, curves)
+    if world.main:
+        save_learning_curve(out / "learning_curve.png", curves, title=f"dA on {data.name}: mean training cost")
+        write_text(out / "summary.json", json.dumps({"runs": runs}, indent=2) + "\n")
+    return 0
+
+
+def _tutorial_runs(args: argparse.Namespace, world: World, data: Dataset, out: Path | None, runs: list,
+                   curves: dict) -> None:
     for level in TUTORIAL_CORRUPTION_LEVELS:
         name = f"corruption_{round(level * 100)}"
         summary = _train_one(args, world, data, level, None if out is None else out / name)
@@ -357,10 +371,22 @@ def run_tutorial(args: argparse.Namespace, world: World) -> int:
         curves[f"corruption {level:.0%}"] = [(r["epoch"], r["cost"]) for r in summary.pop("history")]
         if world.main:
             write_bytes(out / f"filters_{name}.png", (out / name / "filters.png").read_bytes())
-    if world.main:
-        save_learning_curve(out / "learning_curve.png", curves, title=f"dA on {data.name}: mean training cost")
-        write_text(out / "summary.json", json.dumps({"runs": runs}, indent=2) + "\n")
-    return 0
+
+
+@contextlib.contextmanager
+def _no_empty_folder(out: Path | None, keep: bool = False):
+    """If what runs inside fails, remove the output folder ``out`` (None: nothing to do) when
+    nothing was written into it, so that a run that never started leaves no trace.  ``keep``:
+    the folder was the user's before the run (an existing empty --out); only ours go."""
+    try:
+        yield
+    except BaseException:
+        if out is not None and out.is_dir():
+            folders = sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+            for folder in folders + ([] if keep else [out]):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only an empty folder can be removed
+        raise
 
 
 def _where(world: World) -> str:
@@ -510,10 +536,12 @@ def run_sda(args: argparse.Namespace, world: World) -> int:
         if not isinstance(options, dict) or set(options) != set(vars(args)):
             raise UsageError(f"--resume {args.resume}: the checkpoint's options are not those of this dae sda")
         args = argparse.Namespace(**{**options, "resume": args.resume, "quiet": args.quiet, "device": args.device})
+    keep = _is_folder(args.out)
     run = _SdaRun(args, world, resumed)
     try:
-        run.pretrain()
-        run.finetune_and_report()
+        with _no_empty_folder(run.out if resumed is None and world.main else None, keep):
+            run.pretrain()
+            run.finetune_and_report()
     except KeyboardInterrupt:
         if not world.main:
             raise
@@ -821,6 +849,10 @@ def _output_dir(requested: str | None, command: str) -> Path:
     except OSError as e:
         raise UsageError(f"--out {path}: cannot create or write the folder ({e.strerror or e})") from None
     return path
+
+
+def _is_folder(path: str | None) -> bool:
+    return path is not None and Path(path).is_dir()
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
