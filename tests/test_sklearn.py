@@ -83,3 +83,24 @@ def test_the_sda_classifier_learns_digits(digits):
     proba = clf.predict_proba(X[1200:1210])
     assert proba.shape == (10, 10) and np.allclose(proba.sum(1), 1)
     assert list(clf.classes_) == list(range(10))
+
+
+def test_an_unknown_or_missing_device_is_a_clear_error(digits):
+    import torch
+
+    X, y = digits
+    with pytest.raises(ValueError, match="unknown device"):
+        DAETransformer(n_hidden=4, n_epochs=1, device="tpu").fit(X)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            SdAClassifier(hidden_layer_sizes=(4,), device="cuda").fit(X, y)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA GPU here")
+def test_the_estimators_train_on_the_gpu(digits):
+    X, y = digits
+    codes = DAETransformer(n_hidden=16, n_epochs=2, random_state=0, device="cuda").fit_transform(X)
+    assert codes.shape == (len(X), 16) and np.isfinite(codes).all()
+    clf = SdAClassifier(hidden_layer_sizes=(32,), pretrain_epochs=1, finetune_epochs=5, batch_size=20,
+                        random_state=0, device="cuda").fit(X, y)
+    assert clf.score(X, y) > 0.5

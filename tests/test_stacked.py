@@ -189,6 +189,26 @@ def test_fine_tuning_can_be_rerun_from_the_pretrained_checkpoint(tmp_path, label
         assert torch.allclose(layer.W, start.W, atol=1e-6)
 
 
+def test_fine_tuning_rerun_from_pretrained_draws_what_the_original_run_drew(tmp_path, labelled):
+    assert main(["sda", "--data", str(labelled), *SMALL, "--out", str(tmp_path / "a")]) == 0
+    assert main(["sda", "--data", str(labelled), *SMALL, "--pretrained", str(tmp_path / "a" / "pretrained"),
+                 "--out", str(tmp_path / "b")]) == 0
+
+    def finetuning(run):
+        return [{k: m[k] for k in ("epoch", "train_loss", "valid_error", "test_error")}
+                for m in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+                if m["phase"] == "finetune"]
+
+    # Shuffles, input masks and dropout all come from the generator: the same stream, the same run.
+    assert finetuning("b") == finetuning("a") and len(finetuning("a")) == 8
+    a, b = load_model(tmp_path / "a"), load_model(tmp_path / "b")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    # Another seed does not continue the stream: it starts from its own.
+    assert main(["sda", "--data", str(labelled), *SMALL, "--pretrained", str(tmp_path / "a" / "pretrained"),
+                 "--seed", "1", "--out", str(tmp_path / "c")]) == 0
+    assert finetuning("c") != finetuning("a")
+
+
 def test_the_tutorial_preset_is_the_tutorials_sda_and_every_preset_runs(tmp_path, labelled):
     # test_SdA: 3 x 1000 units, corruption 0.1/0.2/0.3, pretrain lr 0.001 x 15 epochs, batch 1,
     # finetune lr 0.1 for at most 1000 epochs, seed 89677 (the issue and SdA.py).

@@ -37,7 +37,8 @@ from .data import DataError, Dataset, Split, load_data
 from .distributed import SINGLE, DeviceError, World, init_world, launched_by_torchrun
 from .files import write_bytes, write_text
 from .plots import save_filters, save_learning_curve, save_reconstructions
-from .saving import CHECKPOINT, ModelFileError, load_checkpoint, load_model, save_checkpoint, save_model
+from .saving import (CHECKPOINT, GENERATORS, ModelFileError, load_checkpoint, load_generator_states, load_model,
+                     save_checkpoint, save_generator_states, save_model)
 from .stacked import StackedDenoisingAutoencoder
 from .stream import NpyStream
 from .training import (SCHEDULES, EpochResult, FinetuneEpoch, TrainingDiverged, as_generator, finetune, per_layer,
@@ -576,6 +577,7 @@ class _SdaRun:
             _resume_generator(world, self.generator, resumed, args.resume)
         elif args.pretrained is not None:
             model = load_model(args.pretrained, kind=StackedDenoisingAutoencoder)
+            self._continue_generator(Path(args.pretrained) / GENERATORS)
         else:
             model = StackedDenoisingAutoencoder(x.shape[1], o["hidden"], n_classes, o["corruption"], generator=init)
         if model.n_visible != x.shape[1] or model.n_classes != n_classes:
@@ -600,6 +602,17 @@ class _SdaRun:
         self.clock = {"pretrain": self.saved["pretrain_seconds"], "finetune": self.saved["finetune_seconds"]}
         self.since = time.perf_counter()
         self.progress = sys.stderr.isatty() and not args.quiet
+
+    def _continue_generator(self, path: Path) -> None:
+        """Continue this process's random stream where the pre-training run left it, so that
+        fine-tuning from --pretrained draws what that run's fine-tuning drew (when the seed, the
+        number of processes and the kind of device are the same; else it starts from the seed)."""
+        if not path.is_file():
+            return
+        states, seed = load_generator_states(path)
+        if seed == self.o["seed"] and len(states) == self.world.size:
+            with contextlib.suppress(RuntimeError, TypeError):  # a state for another kind of device
+                self.generator.set_state(states[self.world.rank])
 
     def log(self, record: dict) -> None:
         self.metrics.append(record)
@@ -640,8 +653,10 @@ class _SdaRun:
             self.save_progress("pretrain", layer=layer, epoch=r.epoch)
 
         def layer_done(layer: int) -> None:
+            states = self.world.gather_bytes(self.generator.get_state())  # a collective: every rank takes part
             if self.world.main:
                 save_model(self.model, self.out / "pretrained", pretrained_layers=layer, image_shape=self.data.image_shape)
+                save_generator_states(self.out / "pretrained" / GENERATORS, states, o["seed"])
 
         pretrain(self.model, self.train_set[0], epochs=self.pre_epochs, learning_rate=self.pre_lr,
                  batch_size=o["pretrain_batch_size"], generator=self.generator, callback=report,

@@ -250,3 +250,35 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _positive_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+# --- random states ----------------------------------------------------------------------------
+#
+# `dae sda` keeps, beside each pre-trained model, the random generators' states at that point
+# (one per process), so that fine-tuning rerun with --pretrained draws the same shuffles, masks
+# and dropout as the run that made it.
+
+GENERATORS = "generators.safetensors"
+
+
+def save_generator_states(path: str | os.PathLike, states: list[torch.Tensor], seed: int) -> None:
+    """Write the generator state of each process (rank order) and the run's seed to ``path``."""
+    tensors = {f"rank.{r}": s.detach().cpu().contiguous() for r, s in enumerate(states)}
+    write_bytes(path, save(tensors, metadata={"seed": str(seed), "world_size": str(len(states))}))
+
+
+def load_generator_states(path: str | os.PathLike) -> tuple[list[torch.Tensor], int]:
+    """(the states, the seed) that :func:`save_generator_states` wrote to ``path``."""
+    path = Path(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+        seed, n = int(metadata["seed"]), int(metadata["world_size"])
+        tensors = load_file(path)
+        states = [tensors[f"rank.{r}"] for r in range(n)]
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: not a dae generators file ({str(e).splitlines()[0] if str(e) else e!r})"
+                             ) from None
+    if any(s.dtype != torch.uint8 or s.ndim != 1 for s in states):
+        raise ModelFileError(f"{path}: not a dae generators file (bad state tensors)")
+    return states, seed
