@@ -17,7 +17,8 @@ import time
 import torch
 
 from dae import StackedDenoisingAutoencoder, load_mnist
-from dae.training import _FinetuneStep, _SGDStep
+from dae.steps import DAStep, FinetuneStep
+from dae.train import CHUNK_ROWS
 
 N_TRAIN = 50_000
 
@@ -37,21 +38,25 @@ def main() -> None:
         with torch.no_grad():
             codes = x
             for k, dA in enumerate(sda.autoencoders):
-                per_chunk = max(1, 2048 // B)  # minibatches per chunk, as dae.train takes them
-                rows = codes[: per_chunk * B]
-                step = _SGDStep(dA, B, per_chunk, 0.001)
-                step.chunk(rows, g)  # warm up
+                per_chunk = max(1, CHUNK_ROWS // B)  # minibatches per block, as dae.train takes them
+                rows = codes[: min(per_chunk, len(codes) // B) * B]
+                step = DAStep(dA, B, per_chunk)
+                step.set_learning_rate(0.001)
+                step((rows,), g)  # warm up
                 start = time.perf_counter()
-                step.chunk(rows, g)
+                step((rows,), g)
                 figures.append(f"pretrain layer {k + 1}: {(time.perf_counter() - start) / len(rows) * N_TRAIN:6.1f}")
                 codes = sda.hidden[k](codes)
-            step = _FinetuneStep(sda, 0.0)
             n = (len(x) // B) * B
-            for i in range(0, min(n, 100 * B), B):  # warm up
-                step(x[i:i + B], y[i:i + B], 0.01)
+            per_chunk = max(1, CHUNK_ROWS // B)
+            step = FinetuneStep(sda, 0.0, B, per_chunk)
+            step.set_learning_rate(0.01)
+            blocks = [(x[i:min(i + per_chunk * B, n)], y[i:min(i + per_chunk * B, n)])
+                      for i in range(0, n, per_chunk * B)]
+            step((x[: min(n, 100 * B)], y[: min(n, 100 * B)]), g)  # warm up
             start = time.perf_counter()
-            for i in range(0, n, B):
-                step(x[i:i + B], y[i:i + B], 0.01)
+            for block in blocks:
+                step(block, g)
             figures.append(f"fine-tune: {(time.perf_counter() - start) / n * N_TRAIN:6.1f}")
         print(f"batch {B:4d}:  " + "   ".join(figures))
 

@@ -1,5 +1,6 @@
 """The denoising autoencoder as the tutorial and [Vincent08] define it."""
 
+import copy
 import math
 
 import pytest
@@ -7,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dae import DenoisingAutoencoder, mask, train
-from dae.corruption import corrupt, gaussian, salt_and_pepper
+from dae import DAConfig, DenoisingAutoencoder, mask, train
+from dae.corruption import NOISES, corrupt, gaussian, salt_and_pepper
+from dae.steps import DAStep
 
 
 def test_initial_weights_are_uniform_in_the_tutorial_interval_and_biases_zero():
@@ -79,7 +81,8 @@ def test_cross_entropy_matches_the_tutorial_formula_and_stays_finite_when_satura
     with torch.no_grad():
         m.b_prime.fill_(200.0)  # z rounds to 1: log(1 - z) would be -inf
     err = m.reconstruction_error(torch.zeros(2, 20, dtype=torch.float64))
-    assert torch.all(torch.isfinite(err)) and torch.allclose(err, torch.full((2,), 20 * 200.0, dtype=torch.float64), rtol=0.02)
+    assert torch.all(torch.isfinite(err))
+    assert torch.allclose(err, torch.full((2,), 20 * 200.0, dtype=torch.float64), rtol=0.02)
 
 
 def test_squared_error_model_has_a_linear_decoder():
@@ -133,13 +136,67 @@ def test_salt_and_pepper_sets_the_stated_fraction_to_0_or_1_in_equal_shares(nu):
     assert torch.equal(x_tilde[untouched], x[untouched])
 
 
-@pytest.mark.parametrize("noise", ["masking", "gaussian", "salt-and-pepper"])
-def test_every_noise_process_trains_with_the_fast_step_and_its_corruption_is_the_models(noise):
+# Shapes (minibatches per block k, batch size B, inputs V): B x V a multiple of 16 and not, because
+# torch's normal_ on the CPU fills 16 numbers at a time and redraws a ragged tail, so Gaussian noise
+# drawn for a whole block is not the concatenation of the minibatches' draws unless B x V is.
+FAST_STEP_BLOCKS = [(3, 8, 20), (4, 5, 30)]
+
+
+@pytest.mark.parametrize("k, B, V", FAST_STEP_BLOCKS, ids=lambda v: str(v))
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("noise", NOISES)
+def test_the_fast_step_draws_the_corruption_of_model_loss_over_a_block_of_minibatches(noise, tied, k, B, V):
+    # The hand-written step corrupts a block of k >= 2 minibatches at once; its steps must be
+    # autograd's on model.loss(xb, generator), minibatch after minibatch, from a generator in
+    # the same state.  (Gaussian noise was once drawn into a strided view of the block's
+    # buffer, so its numbers depended on the blocking and differed from model.corrupt's.)
+    model = DenoisingAutoencoder(V, 7, corruption_level=0.3, noise=noise, tied=tied,
+                                 generator=torch.Generator().manual_seed(0)).double()
+    reference = copy.deepcopy(model)
+    x = torch.rand(k * B, V, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lr = 0.1
+    step = DAStep(model, B, block_steps=k)
+    step.set_learning_rate(lr)
+    with torch.no_grad():
+        total = step((x,), torch.Generator().manual_seed(9))
+
+    g = torch.Generator().manual_seed(9)
+    costs = []
+    for xb in x.split(B):
+        reference.zero_grad()
+        loss = reference.loss(xb, g)
+        loss.backward()
+        with torch.no_grad():
+            for p in reference.parameters():
+                p -= lr * p.grad
+        costs.append(loss.item() * B)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12, msg=name)
+    assert total == pytest.approx(sum(costs), rel=1e-10)  # the step returns the block's summed cost
+
+
+@pytest.mark.parametrize("noise", NOISES)
+def test_corrupting_into_a_strided_view_gives_the_numbers_of_corrupt(noise):
+    # The fast step writes x~ into the top half of a buffer that also holds the gradients.
+    x = torch.rand(3, 8, 20)
+    buffer = torch.zeros(3, 16, 20)
+    corrupt(x, noise, 0.3, torch.Generator().manual_seed(5), out=buffer[:, :8])
+    assert torch.equal(buffer[:, :8], corrupt(x, noise, 0.3, torch.Generator().manual_seed(5)))
+    assert not buffer[:, 8:].any()
+
+
+@pytest.mark.parametrize("noise", NOISES)
+def test_every_noise_process_lowers_the_cost_with_the_fast_step(noise):
     m = DenoisingAutoencoder(20, 8, corruption_level=0.3, noise=noise, generator=torch.Generator().manual_seed(0))
-    x = torch.rand(8, 20)
-    # The training loop corrupts through dae.corruption.corrupt, as model.corrupt does.
-    a = m.corrupt(x, torch.Generator().manual_seed(9))
-    b = corrupt(x, noise, 0.3, torch.Generator().manual_seed(9))
-    assert torch.equal(a, b) and not torch.equal(a, x)
-    history = train(m, torch.rand(200, 20), epochs=3, batch_size=10, generator=0)
+    history = train(m, torch.rand(200, 20, generator=torch.Generator().manual_seed(1)), epochs=3, batch_size=10,
+                    generator=0)
     assert history[-1].cost < history[0].cost
+
+
+def test_a_model_built_from_its_config_has_that_config():
+    config = DAConfig(n_hidden=6, corruption_level=0.2, noise="gaussian", loss="squared-error", activation="tanh",
+                      tied=False, sparsity_target=0.1, sparsity_weight=0.0, contraction=0.5)
+    m = DenoisingAutoencoder.from_config(9, config)
+    assert m.config == config
+    assert (m.n_visible, m.n_hidden, m.noise, m.activation, m.loss_name) == (9, 6, "gaussian", "tanh", "squared-error")
+    assert m.W_prime is not None and m.contraction == 0.5

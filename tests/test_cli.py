@@ -1,16 +1,18 @@
-"""The `dae` command: its outputs, and a clean one-line error for every user mistake."""
+"""The `dae` command: its help, its outputs, --config, and a clean one-line error for every user mistake."""
 
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
-from dae import load_model
+from dae import SDA_PRESETS, SdARunConfig, TrainRunConfig, load_model
 from dae.cli import main
+from dae.config import from_dict, to_dict
 
 
 @pytest.fixture
@@ -35,8 +37,8 @@ def test_train_writes_every_output(tmp_path, tiny_npy, capsys):
     assert "Training epoch 1, cost " in stdout and "Training epoch 3, cost " in stdout
     assert "ran for" in stdout
     names = {p.name for p in out.iterdir()}
-    assert names == {"filters.png", "reconstructions.png", "learning_curve.png", "metrics.jsonl",
-                     "summary.json", "model.safetensors", "config.json", "checkpoint.safetensors"}
+    assert names == {"filters.png", "reconstructions.png", "learning_curve.png", "metrics.jsonl", "summary.json",
+                     "model.safetensors", "config.json", "run_config.json", "checkpoint.safetensors"}
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert all({"epoch", "cost", "seconds"} <= m.keys() for m in metrics)
@@ -48,6 +50,57 @@ def test_train_writes_every_output(tmp_path, tiny_npy, capsys):
     assert model.n_visible == 36 and model.n_hidden == 16
     with Image.open(out / "filters.png") as im:
         assert im.size == (6 * 4 + 3, 6 * 4 + 3)  # 16 filters of 6x6 in a 4x4 grid, 1-pixel spacing
+
+
+def test_run_config_json_is_the_whole_resolved_config_and_reruns_the_run(tmp_path, tiny_npy, capsys):
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert run(capsys, "train", "--data", tiny_npy, "--hidden", 6, "--epochs", 2, "--momentum", 0.5, "--seed", 7,
+               "--out", first, "--quiet")[0] == 0
+    saved = json.loads((first / "run_config.json").read_text())
+    config = from_dict(TrainRunConfig, saved)
+    assert saved == to_dict(config)  # every setting, written out in full
+    assert (config.model.n_hidden, config.training.epochs, config.training.momentum, config.seed) == (6, 2, 0.5, 7)
+    assert config.data == str(tiny_npy) and config.model.corruption_level == TrainRunConfig().model.corruption_level
+    assert config.training.shuffle is False  # resolved: None means "shuffle only a stream"
+    assert run(capsys, "train", "--config", first / "run_config.json", "--out", again, "--quiet")[0] == 0
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (first, again))
+    assert b["final_cost"] == a["final_cost"] and b["n_hidden"] == 6 and b["seed"] == 7
+    assert all(torch.equal(p, q) for p, q in zip(load_model(first).parameters(), load_model(again).parameters()))
+
+
+def test_a_toml_config_sets_what_it_names_and_options_override_it(tmp_path, tiny_npy, capsys):
+    (tmp_path / "c.toml").write_text(f"data = '{tiny_npy}'\nseed = 5\n[model]\nn_hidden = 4\nnoise = 'gaussian'\n"
+                                     "[training]\nepochs = 3\nlearning_rate = 0.05\n")
+    out = tmp_path / "o"
+    assert run(capsys, "train", "--config", tmp_path / "c.toml", "--epochs", 1, "--out", out, "--quiet")[0] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n_hidden"], summary["noise"], summary["seed"]) == (4, "gaussian", 5)
+    assert summary["learning_rate"] == 0.05
+    assert summary["epochs"] == 1  # the option, over the file's 3
+    assert summary["batch_size"] == TrainRunConfig().training.batch_size  # not in the file: the default
+
+
+def test_an_sda_run_config_or_summary_reruns_the_sda(tmp_path, capsys):
+    x = np.random.default_rng(1).random((120, 16)).astype(np.float32)
+    np.savez(tmp_path / "lab.npz", x_train=x, y_train=(x[:, 0] > 0.5).astype(np.int64))
+    first = tmp_path / "first"
+    assert run(capsys, "sda", "--data", tmp_path / "lab.npz", "--hidden", "7,5", "--pretrain-epochs", 1,
+               "--finetune-epochs", 3, "--batch-size", 10, "--out", first, "--quiet")[0] == 0
+    summary = json.loads((first / "summary.json").read_text())
+    saved = json.loads((first / "run_config.json").read_text())
+    assert summary["config"] == saved and summary["preset"] == "default"
+    config = from_dict(SdARunConfig, saved)
+    assert config.model.hidden_layer_sizes == (7, 5) and config.finetuning.epochs == 3
+    assert config.model.dropout == SDA_PRESETS["default"].model.dropout  # the preset's, not set on the line
+    for name in ("run_config.json", "summary.json"):
+        again = tmp_path / name.replace(".", "_")
+        assert run(capsys, "sda", "--config", first / name, "--out", again, "--quiet")[0] == 0
+        rerun = json.loads((again / "summary.json").read_text())
+        assert rerun["best_valid_error"] == summary["best_valid_error"] and rerun["config"] == saved
+        assert (again / "metrics.jsonl").read_text().count("train_loss") == 3
+        losses = [[m.get("cost", m.get("train_loss")) for m in map(json.loads, (d / "metrics.jsonl").open())]
+                  for d in (first, again)]
+        assert losses[0] == losses[1]
 
 
 def test_train_on_mnist_makes_the_tutorials_289_pixel_filter_picture(tmp_path, capsys):
@@ -63,12 +116,23 @@ def test_tutorial_runs_end_to_end_on_a_small_setting(tmp_path, tiny_npy, capsys)
     out = tmp_path / "tut"
     code, stdout, err = run(capsys, "tutorial", "--data", tiny_npy, "--hidden", 9, "--epochs", 2, "--out", out)
     assert code == 0, err
-    assert (out / "filters_corruption_0.png").is_file() and (out / "filters_corruption_30.png").is_file()
-    assert (out / "learning_curve.png").is_file()
+    assert {p.name for p in out.iterdir()} == {"corruption_0", "corruption_30", "filters_corruption_0.png",
+                                               "filters_corruption_30.png", "learning_curve.png", "run_config.json",
+                                               "summary.json"}
+    config = from_dict(TrainRunConfig, json.loads((out / "run_config.json").read_text()))
+    assert config.model.n_hidden == 9 and config.training.epochs == 2 and config.data == str(tiny_npy)
     runs = json.loads((out / "summary.json").read_text())["runs"]
     assert [r["corruption_level"] for r in runs] == [0.0, 0.3]
-    assert all(r["final_cost"] > 0 and r["train_seconds"] > 0 for r in runs)
+    assert all(r["final_cost"] > 0 and r["train_seconds"] > 0 and r["n_hidden"] == 9 for r in runs)
     assert stdout.count("Training epoch 2, cost") == 2
+    for level, summary in zip((0, 30), runs):
+        part = out / f"corruption_{level}"
+        assert {"model.safetensors", "summary.json", "metrics.jsonl", "filters.png"} <= {p.name for p in part.iterdir()}
+        assert json.loads((part / "summary.json").read_text()) == summary
+        assert load_model(part).corruption_level == level / 100 and load_model(part).n_hidden == 9
+        assert (out / f"filters_corruption_{level}.png").read_bytes() == (part / "filters.png").read_bytes()
+    with Image.open(out / "learning_curve.png") as im:
+        assert im.size[0] > 100 and im.size[1] > 100
 
 
 @pytest.mark.parametrize("noise", ["gaussian", "salt-and-pepper"])
@@ -103,6 +167,16 @@ def _bad_data(tmp_path):
     files.setdefault("csv", tmp_path / "bad.csv").write_text("0.1,0.2\n0.3,oops\n")
     files.setdefault("notdir", tmp_path / "a_file")
     files["notdir"].write_text("x")
+    configs = {"cfg_json": ("bad.json", '{"training": {"epochs": 2'), "cfg_toml": ("bad.toml", "epochs = \n"),
+               "cfg_unknown": ("unknown.json", '{"trainin": {}}'),
+               "cfg_type": ("type.json", '{"training": {"epochs": "x"}}'),
+               "cfg_sda": ("sda.json", '{"model": {"hidden_layer_sizes": [5]}}'),
+               "cfg_da": ("da.toml", "[model]\nn_hidden = 5\n"), "cfg_version": ("v.json", '{"version": 99}'),
+               "cfg_list": ("list.json", "[1, 2]"), "cfg_momentum": ("m.toml", "[training]\nmomentum = 0.9\n")}
+    for key, (name, text) in configs.items():
+        files[key] = tmp_path / name
+        files[key].write_text(text)
+    files["cfg_missing"] = tmp_path / "none.json"
     return files
 
 
@@ -140,6 +214,31 @@ BAD_CALLS = [
     (["train", "--out", "{nonempty}"], "not empty"),
     (["tutorial", "--data", "{nan}"], "non-finite"),
     (["tutorial", "--epochs", "-1"], "positive integer"),
+    # --config files
+    (["train", "--config", "{cfg_missing}"], "none.json: No such file"),
+    (["train", "--config", "{cfg_json}"], "bad.json: not a valid JSON file"),
+    (["train", "--config", "{cfg_toml}"], "bad.toml: not a valid TOML file"),
+    (["train", "--config", "{cfg_unknown}"], "unknown setting trainin"),
+    (["train", "--config", "{cfg_type}"], "training.epochs must be an integer"),
+    (["train", "--config", "{cfg_sda}"], "unknown setting model.hidden_layer_sizes"),
+    (["train", "--config", "{cfg_version}"], "newer"),
+    (["train", "--config", "{cfg_list}"], "table of settings"),
+    (["tutorial", "--config", "{cfg_toml}"], "not a valid TOML file"),
+    (["sda", "--config", "{cfg_json}"], "not a valid JSON file"),
+    (["sda", "--config", "{cfg_da}"], "unknown setting model.n_hidden"),
+    # settings that contradict each other, on the line or between the file and the line
+    (["train", "--nesterov"], "nesterov needs momentum"),
+    (["tutorial", "--nesterov"], "nesterov needs momentum"),
+    (["train", "--optimizer", "adam", "--momentum", "0.5"], "momentum is for sgd"),
+    (["train", "--config", "{cfg_momentum}", "--optimizer", "adam"], "momentum is for sgd"),
+    (["train", "--sparsity-weight", "0.1", "--activation", "tanh"], "sigmoid"),
+    (["sda", "--hidden", "5,5", "--corruption", "0.1"], "1 levels for 2 layers"),
+    (["sda", "--hidden", "5,5", "--pretrain-epochs", "1,2,3"], "3 values for 2 layers"),
+    (["sda", "--patience", "1"], "at least 2"),
+    (["sda", "--hidden", "5,,5"], "positive integer"),
+    (["sda", "--preset", "fast"], "invalid choice"),
+    (["train", "--resume", "{missing}"], "no checkpoint"),
+    (["sda", "--resume", "{nonempty}"], "no checkpoint"),
 ]
 
 
@@ -152,7 +251,7 @@ def test_user_mistakes_get_one_clean_line_and_exit_status_2(tmp_path, capsys, ar
     (files["nonempty"] / "keep.txt").write_text("precious")
     out = tmp_path / "out"
     argv = [a.format(**files) for a in argv]
-    if argv and "--out" not in argv:
+    if argv and "--out" not in argv and "--resume" not in argv:
         argv += ["--out", str(out)]
     code, stdout, err = run(capsys, *argv)
     assert code == 2
@@ -170,21 +269,90 @@ def test_out_of_range_data_is_accepted_with_squared_error(tmp_path, capsys):
 
 
 def test_the_installed_command_reports_errors_without_a_traceback(tmp_path):
-    for argv in (["train", "--lr", "-1"], ["train", "--data", str(tmp_path / "nope.csv")]):
+    (tmp_path / "c.toml").write_text("[training]\nnesterov = true\n")
+    for argv in (["train", "--lr", "-1"], ["train", "--config", str(tmp_path / "c.toml")]):
         p = subprocess.run([sys.executable, "-m", "dae", *argv, "--out", str(tmp_path / "o")],
                            capture_output=True, text=True, timeout=120)
-        assert p.returncode == 2 and p.stderr.startswith("dae: error: ")
-        assert "Traceback" not in p.stderr
-    p = subprocess.run([sys.executable, "-m", "dae", "train", "--help"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and "--corruption" in p.stdout and "--untied" in p.stdout
+        assert p.returncode == 2 and p.stderr.startswith("dae: error: ") and p.stderr.count("\n") == 1, p.stderr
+        assert not (tmp_path / "o").exists()
 
 
-def test_every_subcommand_has_help(capsys):
-    for command in ("train", "tutorial"):
-        with pytest.raises(SystemExit) as e:
-            main([command, "--help"])
-        assert e.value.code == 0
-        assert "--data" in capsys.readouterr().out
+TRAIN, SDA = TrainRunConfig(), SDA_PRESETS["default"]
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _switch(on: bool) -> str:
+    return "on" if on else "off"
+
+
+NOT_SHOWN = object()  # an option without a default, such as --quiet
+
+# Every option of every subcommand, and the default its help must show.
+# The values come from dae.config: the help may not keep defaults of its own.
+DA_HELP = {
+    "--data": TRAIN.data, "--hidden": TRAIN.model.n_hidden, "--corruption": TRAIN.model.corruption_level,
+    "--noise": TRAIN.model.noise, "--loss": TRAIN.model.loss, "--activation": TRAIN.model.activation,
+    "--untied": _switch(not TRAIN.model.tied), "--sparsity-target": TRAIN.model.sparsity_target,
+    "--sparsity-weight": TRAIN.model.sparsity_weight, "--contraction": TRAIN.model.contraction,
+    "--epochs": TRAIN.training.epochs, "--lr": TRAIN.training.learning_rate,
+    "--batch-size": TRAIN.training.batch_size, "--optimizer": TRAIN.training.optimizer,
+    "--momentum": TRAIN.training.momentum, "--nesterov": _switch(TRAIN.training.nesterov),
+    "--weight-decay": TRAIN.training.weight_decay, "--schedule": TRAIN.training.schedule,
+    "--shuffle": TRAIN.training.shuffle, "--stream": TRAIN.stream, "--seed": TRAIN.seed,
+    "--checkpoint-every": TRAIN.checkpoint_every,
+    "--config": NOT_SHOWN, "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN, "--device": TRAIN.device,
+}
+SDA_HELP = {
+    "--preset": NOT_SHOWN, "--data": SDA.data, "--hidden": SDA.model.hidden_layer_sizes,
+    "--corruption": SDA.model.corruption_levels, "--dropout": SDA.model.dropout,
+    "--finetune-corruption": SDA.model.input_corruption, "--pretrain-epochs": SDA.pretraining.epochs,
+    "--pretrain-lr": SDA.pretraining.learning_rate, "--pretrain-batch-size": SDA.pretraining.batch_size,
+    "--finetune-epochs": SDA.finetuning.epochs, "--finetune-lr": SDA.finetuning.learning_rate,
+    "--batch-size": SDA.finetuning.batch_size, "--momentum": SDA.finetuning.momentum,
+    "--schedule": SDA.finetuning.schedule, "--shuffle": SDA.finetuning.shuffle,
+    "--patience": SDA.finetuning.patience_epochs, "--seed": SDA.seed, "--no-pretrain": _switch(not SDA.pretrain),
+    "--pretrained": SDA.pretrained, "--config": NOT_SHOWN, "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN,
+    "--device": SDA.device, "--resume": NOT_SHOWN,
+}
+MODEL_HELP = {"--model": NOT_SHOWN, "--data": NOT_SHOWN, "--split": "train", "--out": NOT_SHOWN,
+              "--device": TRAIN.device}
+HELP = {
+    "train": {**DA_HELP, "--resume": NOT_SHOWN},
+    "tutorial": {k: v for k, v in DA_HELP.items() if k not in ("--corruption", "--checkpoint-every")},
+    "sda": SDA_HELP,
+    "encode": {**MODEL_HELP, "--layer": "top"},
+    "score": MODEL_HELP,
+}
+
+
+@pytest.mark.parametrize("command", sorted(HELP))
+def test_every_option_of_every_subcommand_has_help_with_its_default_from_dae_config(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    # Each option's entry: its line, and the lines indented under it, joined.
+    blocks = re.findall(r"^  -.*(?:\n {4,}.*)*", text, re.M)
+    lines = {re.match(r"\s*(--[\w-]+)", b).group(1): " ".join(b.split()) for b in blocks if "--help" not in b}
+    assert set(lines) == set(HELP[command])  # every option is specified here, and no other exists
+    for flag, default in HELP[command].items():
+        line = lines[flag]
+        shown = re.search(r"\(default: ([^)]*)\)$", line)
+        if default is NOT_SHOWN:
+            assert shown is None, line
+        else:
+            assert shown is not None and shown.group(1) == _shown(default), line
+        assert re.search(r"[a-z]{3}", line.split(flag, 1)[1].split("(default")[0]), f"no help text: {line}"
+    assert not re.search(r"\b[A-Z]+\.[A-Z_]+\b", text)  # metavars are not settings' paths (MODEL.N_HIDDEN)
+    if command == "sda":
+        assert set(re.search(r"--preset \{(.*?)\}", text).group(1).split(",")) == set(SDA_PRESETS)
+        assert "'default' is ours, for speed (default)" in lines["--preset"]
+    if command == "tutorial":
+        assert "0% and 30%" in text and "%%" not in text
 
 
 @pytest.fixture
@@ -258,6 +426,12 @@ ENCODE_MISTAKES = [
     (["sda", "--pretrained", "{model}", "--data", "{labelled}", "--out", "{outdir}"], "not a StackedDenoisingAutoencoder"),
     (["sda", "--resume", "{model}"], "not a StackedDenoisingAutoencoder"),
     (["train", "--resume", "{sda}"], "not a DenoisingAutoencoder"),
+    # a resumed run keeps its own settings: changing them is refused, not ignored
+    (["train", "--resume", "{model}", "--epochs", "5"], "--epochs cannot change them"),
+    (["train", "--resume", "{model}", "--config", "{data}"], "--config cannot change them"),
+    (["train", "--resume", "{model}", "--out", "{outdir}"], "--out cannot change them"),
+    (["sda", "--resume", "{sda}", "--finetune-epochs", "5"], "--finetune-epochs cannot change them"),
+    (["sda", "--resume", "{sda}", "--preset", "best"], "--preset cannot change them"),
 ]
 
 

@@ -1,12 +1,19 @@
 """Specification of data-parallel training (torchrun, gloo) and of --device.
 
 Two processes with batch B must train as one process with batch 2B: exactly (up to float
-rounding) when nothing is random, and to within 1% of the final cost with the noise, which
-each process draws from its own seed.  Only rank 0 prints and writes.
+rounding) when nothing is random, the sparsity penalty included (its mean activation is that of
+the global minibatch), and to within 1% of the final cost with the noise, which each process
+draws from its own seed.  Only rank 0 prints and writes; a run resumes bit for bit with as many
+processes; a streamed file gives every rank an equal share of its rows.  How the ranks share the
+rows is specified in tests/test_batches.py.
+
+A torchrun launch costs more than a small run, so the 2-process runs share one launch
+(tests/torchrun_runs.py) and their 1-process twins run in this process, once per module.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -18,100 +25,169 @@ import pytest
 import torch
 
 from dae import load_mnist
+from dae.batches import StreamBatches
 from dae.cli import main
 from dae.distributed import RANK_SEED_STRIDE, DeviceError, World, resolve_device
 from dae.saving import load_checkpoint, load_model
 
 HERE = Path(__file__).parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+DA = ["train", "--data", "{digits}", "--hidden", "32", "--epochs", "2"]
+SDA = ["sda", "--data", "{blobs}", "--hidden", "16,8", "--corruption", "0,0", "--pretrain-epochs", "2",
+       "--pretrain-lr", "0.1", "--finetune-epochs", "6", "--no-shuffle", "--finetune-corruption", "0",
+       "--dropout", "0", "--momentum", "0.5"]  # nothing random after the initial weights
+DA_BATCH = {2: ["--batch-size", "10"], 1: ["--batch-size", "20"]}
+SDA_BATCH = {2: ["--pretrain-batch-size", "5", "--batch-size", "10"], 1: ["--pretrain-batch-size", "10",
+                                                                         "--batch-size", "20"]}
+RUNS = {  # name: (dae's arguments, the batch options for 2 and for 1 process)
+    "exact": ([*DA, "--corruption", "0"], DA_BATCH),
+    "sparse": ([*DA, "--corruption", "0", "--sparsity-weight", "0.1"], DA_BATCH),
+    "noisy": (["train", "--data", "{digits}", "--hidden", "16", "--epochs", "3"], DA_BATCH),  # masking 0.3
+    "stream": ([*DA, "--stream"], DA_BATCH),
+    "sda": (SDA, SDA_BATCH),
+}
+STREAM_CHUNK_ROWS = 480  # as tests/torchrun_runs.py cuts streams: 4,000 rows make 9 chunks
 
 
-def launch(cwd, nproc: int, *argv: str) -> subprocess.CompletedProcess:
-    """Run `dae ARGV` under torchrun with `nproc` CPU processes (gloo)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return subprocess.run([*TORCHRUN, "--nproc-per-node", str(nproc), "-m", "dae", *argv, "--device", "cpu"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def arguments(name: str, processes: int, data: Path, out: Path) -> list[str]:
+    argv, batch = RUNS[name]
+    names = {"digits": data / "digits.npy", "blobs": data / "blobs.npz"}
+    return [a.format(**names) for a in argv] + batch[processes] + ["--device", "cpu", "--out", str(out)]
 
 
 def summary(path) -> dict:
     return json.loads((path / "summary.json").read_text())
 
 
+def metrics(path) -> list[dict]:
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def row_hash(row: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(row, dtype=np.float32).tobytes()).hexdigest()
+
+
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """4,000 MNIST training digits as a .npy file."""
-    path = tmp_path_factory.mktemp("data") / "digits.npy"
-    np.save(path, load_mnist().train.x[:4000].numpy())
-    return path
-
-
-@pytest.mark.parametrize("corruption, tolerance", [(0.0, 1e-5), (0.3, 0.01)])
-def test_two_processes_train_as_one_with_twice_the_batch(tmp_path, digits, corruption, tolerance):
-    common = ["train", "--data", str(digits), "--hidden", "64", "--epochs", "2", "--corruption", str(corruption)]
-    assert main([*common, "--batch-size", "20", "--out", str(tmp_path / "one"), "--quiet"]) == 0
-    run = launch(tmp_path, 2, *common, "--batch-size", "10", "--out", "two")
-    assert run.returncode == 0, run.stderr
-    one, two = summary(tmp_path / "one"), summary(tmp_path / "two")
-    assert two["world_size"] == 2 and two["global_batch_size"] == 20 and one["world_size"] == 1
-    assert two["n_train"] == one["n_train"] == 4000
-    assert abs(two["final_cost"] - one["final_cost"]) <= tolerance * one["final_cost"], (one["final_cost"],
-                                                                                       two["final_cost"])
-    # Only rank 0 wrote files (nothing else appeared beside its folder) and printed.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert run.stdout.count("Training epoch 2,") == 1
-
-
-def test_a_two_process_sda_matches_one_process_with_twice_the_batch(tmp_path):
+def data(tmp_path_factory) -> Path:
+    """digits.npy: 4,000 distinct MNIST training digits; blobs.npz: 600 rows of 3 labelled blobs."""
+    folder = tmp_path_factory.mktemp("data")
+    x = load_mnist().train.x[:4100].numpy()
+    _, first = np.unique(x, axis=0, return_index=True)
+    np.save(folder / "digits.npy", x[np.sort(first)][:4000])
     rng = np.random.default_rng(0)
-    centres = rng.random((3, 20))
-    y = rng.integers(0, 3, 600)
+    centres, y = rng.random((3, 20)), rng.integers(0, 3, 600)
     x = np.clip(centres[y] + 0.25 * rng.standard_normal((600, 20)), 0, 1).astype(np.float32)
-    np.savez(tmp_path / "blobs.npz", x_train=x[:480], y_train=y[:480], x_test=x[480:], y_test=y[480:])
-    # Nothing random after the initial weights: no noise, no dropout, minibatches in order.
-    common = ["sda", "--data", str(tmp_path / "blobs.npz"), "--hidden", "16,8", "--corruption", "0,0",
-              "--pretrain-epochs", "2", "--pretrain-lr", "0.1", "--finetune-epochs", "6", "--no-shuffle",
-              "--finetune-corruption", "0", "--dropout", "0", "--momentum", "0.5"]
-    assert main([*common, "--pretrain-batch-size", "10", "--batch-size", "20", "--out", str(tmp_path / "one"),
-                 "--quiet"]) == 0
-    run = launch(tmp_path, 2, *common, "--pretrain-batch-size", "5", "--batch-size", "10", "--out", "two")
-    assert run.returncode == 0, run.stderr
-    one, two = summary(tmp_path / "one"), summary(tmp_path / "two")
-    assert two["world_size"] == 2 and two["global_batch_size"] == 20
-    assert two["best_epoch"] == one["best_epoch"]
-    assert two["best_valid_error"] == one["best_valid_error"] and two["test_error"] == one["test_error"]
-    a = [m for m in map(json.loads, (tmp_path / "one" / "metrics.jsonl").read_text().splitlines())]
-    b = [m for m in map(json.loads, (tmp_path / "two" / "metrics.jsonl").read_text().splitlines())]
-    assert len(a) == len(b)
-    for m, n in zip(a, b):
-        key = "cost" if m["phase"] == "pretrain" else "train_loss"
-        assert n[key] == pytest.approx(m[key], rel=1e-4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs.npz", "one", "two"]
+    np.savez(folder / "blobs.npz", x_train=x[:480], y_train=y[:480], x_test=x[480:], y_test=y[480:])
+    return folder
 
 
-def test_a_torchrun_run_resumes_bit_for_bit_with_as_many_processes(tmp_path, digits):
-    common = ["train", "--data", str(digits), "--hidden", "16", "--batch-size", "10", "--epochs", "3",
-              "--device", "cpu"]
-    assert launch(tmp_path, 2, *common, "--out", "whole").returncode == 0
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    stopped = subprocess.run([*TORCHRUN, "--nproc-per-node", "2", str(HERE / "torchrun_interrupted.py"), *common,
-                              "--out", "part"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert stopped.returncode != 0
-    assert json.loads((tmp_path / "part" / "summary.json").read_text())["interrupted"] is True
-    checkpoint = load_checkpoint(tmp_path / "part" / "checkpoint.safetensors")
-    assert checkpoint.state["world_size"] == 2 and checkpoint.state["epoch"] == 2
+class Launch:
+    def __init__(self, folder: Path, process: subprocess.CompletedProcess, records: Path) -> None:
+        self.folder, self.process = folder, process
+        self.ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def two(data, tmp_path_factory) -> Launch:
+    """Every run of RUNS on 2 processes, and "part": "noisy" stopped after epoch 2, in one launch."""
+    folder, records = tmp_path_factory.mktemp("two"), tmp_path_factory.mktemp("records")
+    runs = [{"argv": arguments(name, 2, data, folder / name)} for name in RUNS]
+    runs.append({"argv": arguments("noisy", 2, data, folder / "part"), "interrupt_after_epoch": 2})
+    process = subprocess.run([*TORCHRUN, str(HERE / "torchrun_runs.py"), json.dumps(runs), str(records)],
+                             cwd=folder, env=ENV, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    return Launch(folder, process, records)
+
+
+@pytest.fixture(scope="module")
+def one(data, tmp_path_factory) -> Path:
+    """Every run of RUNS on 1 process with twice the batch (a stream cut as in the launch)."""
+    folder = tmp_path_factory.mktemp("one")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(StreamBatches.__init__.__kwdefaults__, "chunk_rows", STREAM_CHUNK_ROWS)
+        for name in RUNS:
+            assert main([*arguments(name, 1, data, folder / name), "--quiet"]) == 0
+    return folder
+
+
+def test_every_run_of_the_launch_ended_as_it_should(two):
+    assert [rank["codes"] for rank in two.ranks] == [[0] * len(RUNS) + [130]] * 2
+
+
+@pytest.mark.parametrize("name", ["exact", "sparse"])
+def test_without_noise_two_processes_train_as_one_with_twice_the_batch(two, one, name):
+    a, b = summary(one / name), summary(two.folder / name)
+    assert a["world_size"] == 1 and b["world_size"] == 2 and a["global_batch_size"] == b["global_batch_size"] == 20
+    assert a["n_train"] == b["n_train"] == 4000
+    assert b["final_cost"] == pytest.approx(a["final_cost"], rel=1e-5)
+    assert [m["cost"] for m in metrics(two.folder / name)] == pytest.approx([m["cost"] for m in metrics(one / name)],
+                                                                           rel=1e-5)
+    for p, q in zip(load_model(one / name).parameters(), load_model(two.folder / name).parameters()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_with_noise_drawn_per_process_two_processes_end_within_1_percent(two, one):
+    a, b = summary(one / "noisy"), summary(two.folder / "noisy")
+    assert a["corruption_level"] == b["corruption_level"] == 0.3
+    assert b["final_cost"] == pytest.approx(a["final_cost"], rel=0.01)
+
+
+def test_a_two_process_sda_matches_one_process_with_twice_the_batch(two, one):
+    a, b = summary(one / "sda"), summary(two.folder / "sda")
+    assert b["world_size"] == 2 and b["global_batch_size"] == a["global_batch_size"] == 20
+    assert b["best_epoch"] == a["best_epoch"]
+    assert b["best_valid_error"] == a["best_valid_error"] and b["test_error"] == a["test_error"]
+    m, n = metrics(one / "sda"), metrics(two.folder / "sda")
+    assert len(m) == len(n) == 2 * 2 + 6
+    for x, y in zip(m, n):
+        key = "cost" if x["phase"] == "pretrain" else "train_loss"
+        assert y[key] == pytest.approx(x[key], rel=1e-4)
+
+
+def test_only_rank_0_writes_and_prints(two, one):
+    assert {p.name for p in two.folder.iterdir()} == {*RUNS, "part"}
+    for name in RUNS:
+        ours = sorted(str(p.relative_to(two.folder / name)) for p in (two.folder / name).rglob("*"))
+        assert ours == sorted(str(p.relative_to(one / name)) for p in (one / name).rglob("*"))
+    out = two.process.stdout
+    assert out.count("Training epoch 1, cost") == 5  # exact, sparse, noisy, stream, part: once each
+    assert out.count("Pre-training layer 1, epoch 1,") == 1 and "Optimization complete" in out
+
+
+def test_a_torchrun_run_resumes_bit_for_bit_with_as_many_processes(two, capsys):
+    part, whole = two.folder / "part", two.folder / "noisy"
+    assert summary(part)["interrupted"] is True
+    checkpoint = load_checkpoint(part / "checkpoint.safetensors")
+    assert checkpoint.state["world_size"] == 2 and checkpoint.state["train_state"]["epoch"] == 2
     assert {"rank_generator.0", "rank_generator.1"} <= set(checkpoint.tensors)
 
-    alone = subprocess.run([sys.executable, "-m", "dae", "train", "--resume", str(tmp_path / "part")],
-                           capture_output=True, text=True, env=env)
-    assert alone.returncode == 2 and alone.stderr.count("\n") == 1 and "2 process(es)" in alone.stderr
-    resumed = subprocess.run([*TORCHRUN, "--nproc-per-node", "2", "-m", "dae", "train", "--resume", "part"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    whole, part = load_model(tmp_path / "whole"), load_model(tmp_path / "part")
-    assert all(torch.equal(p, q) for p, q in zip(whole.parameters(), part.parameters()))
-    assert summary(tmp_path / "part")["final_cost"] == summary(tmp_path / "whole")["final_cost"]
+    assert main(["train", "--resume", str(part)]) == 2  # with 1 process
+    err = capsys.readouterr().err
+    assert err.startswith("dae: error: ") and err.count("\n") == 1 and "2 process(es)" in err
+    resumed = subprocess.run([*TORCHRUN, "-m", "dae", "train", "--resume", "part"], cwd=two.folder, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("Training epoch 3, cost") == 1 and "Training epoch 2," not in resumed.stdout
+    assert all(torch.equal(p, q) for p, q in zip(load_model(whole).parameters(), load_model(part).parameters()))
+    assert summary(part)["final_cost"] == summary(whole)["final_cost"]
+    assert [m["cost"] for m in metrics(part)] == [m["cost"] for m in metrics(whole)]
+
+
+def test_a_streamed_file_gives_every_rank_an_equal_share_and_n_train_counts_the_rows_used(two, one, data):
+    b = summary(two.folder / "stream")
+    assert b["streamed"] and b["shuffle"] and b["world_size"] == 2
+    every_row = {row_hash(row) for row in np.load(data / "digits.npy")}
+    epochs = [rank["streamed_epochs"] for rank in two.ranks]
+    assert len(epochs[0]) == len(epochs[1]) == 2
+    for first, second in zip(*epochs):
+        assert len(first) == len(second) == b["n_train"] // 2  # an equal share
+        assert not set(first) & set(second)  # disjoint
+        assert set(first) | set(second) <= every_row and len(set(first) | set(second)) == b["n_train"]
+    # 4,000 rows in 9 chunks of 480 (the last of 160), all divisible by 2 x 10: none left out.
+    assert b["n_train"] == 4000
+    assert b["final_cost"] == pytest.approx(summary(one / "stream")["final_cost"], rel=0.01)
 
 
 def test_rank_seeds_are_distinct_and_rank_0_keeps_the_run_seed():
@@ -132,7 +208,8 @@ def test_devices_resolve_and_a_missing_gpu_is_a_clean_error(tmp_path, capsys):
         assert err.startswith("dae: error: device cuda: no CUDA GPU") and err.count("\n") == 1
         assert not (tmp_path / "o").exists()
     assert main([*argv, "--device", "cuda:x"]) == 2
-    assert "unknown device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("dae: error: ") and err.count("\n") == 1 and "cuda:x" in err
     assert main([*argv, "--device", "cpu", "--quiet"]) == 0
     assert summary(tmp_path / "o")["device"] == "cpu"
 
@@ -168,39 +245,3 @@ def test_sda_encode_and_score_run_on_the_gpu(tmp_path):
     assert main(["encode", "--model", str(tmp_path / "s"), "--data", str(tmp_path / "x.npy"), "--device", "cuda",
                  "--out", str(tmp_path / "f.npy")]) == 0
     assert np.load(tmp_path / "f.npy").shape == (300, 8)
-
-
-@pytest.mark.parametrize("size", [2, 3])
-@pytest.mark.parametrize("streamed, shuffle", [(False, False), (False, True), (True, False), (True, True)])
-def test_each_rank_reads_a_disjoint_share_of_every_epoch(tmp_path, size, streamed, shuffle):
-    from dae.stream import NpyStream
-    from dae.training import _order_generator, _Rows
-
-    n, B = 1000, 10
-    x = torch.arange(n, dtype=torch.float32).repeat(2, 1).t().contiguous()  # row i holds i
-    np.save(tmp_path / "x.npy", x.numpy())
-    data = NpyStream(tmp_path / "x.npy", loss="squared-error", chunk_bytes=70 * 8, rows_multiple=B) if streamed else x
-    shares, steps = [], set()
-    for rank in range(size):
-        rows = _Rows(data, B, World(rank, size), torch.device("cpu"), torch.float32)
-        n_steps, blocks = rows.epoch(_order_generator(4, 1) if shuffle else None, per_chunk=3)
-        share = torch.cat(list(blocks))[:, 0].long()
-        assert len(share) == n_steps * B
-        shares.append(share)
-        steps.add(n_steps)
-    assert len(steps) == 1  # every rank runs the same number of steps
-    seen = torch.cat(shares)
-    assert len(set(seen.tolist())) == len(seen)  # disjoint
-    assert len(seen) >= n - size * (70 + B)  # at most a chunk per rank left out
-    if not streamed and not shuffle:  # global minibatch i is rows i*size*B ... of the data, rank r the r-th B
-        assert shares[1][:B].tolist() == list(range(B, 2 * B))
-
-
-def test_two_processes_stream_disjoint_chunks_and_train_as_one(tmp_path, digits):
-    common = ["train", "--data", str(digits), "--stream", "--hidden", "32", "--epochs", "2"]
-    assert main([*common, "--batch-size", "20", "--out", str(tmp_path / "one"), "--quiet"]) == 0
-    run = launch(tmp_path, 2, *common, "--batch-size", "10", "--out", "two")
-    assert run.returncode == 0, run.stderr
-    one, two = summary(tmp_path / "one"), summary(tmp_path / "two")
-    assert two["streamed"] and two["shuffle"] and two["world_size"] == 2 and two["n_train"] == 4000
-    assert two["final_cost"] == pytest.approx(one["final_cost"], rel=0.01)

@@ -1,13 +1,18 @@
-"""Tests for dae.plots: tiling as in the tutorial, and PNGs that are whole or absent."""
+"""Tests for dae.plots: tiling as in the tutorial, matplotlib charts, and PNGs that are whole or absent."""
 
 from __future__ import annotations
 
 import io
 import math
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from PIL import Image
 
 from dae import plots
@@ -19,7 +24,7 @@ from dae.plots import (
     tile_raster_images,
 )
 
-TAB_BLUE, TAB_ORANGE = (31, 119, 180), (255, 127, 14)  # the first two series colours
+TAB_BLUE, TAB_ORANGE = (31, 119, 180), (255, 127, 14)  # matplotlib's first two colours (C0, C1)
 
 
 def scaled(v) -> np.ndarray:
@@ -237,32 +242,137 @@ def test_save_reconstructions_shape_mismatch_is_an_error(tmp_path):
 # ------------------------------------------------------------------ save_learning_curve
 
 
+def chart(path) -> np.ndarray:
+    """The RGB pixels of a chart PNG, which must be 800 x 500."""
+    img = open_png(path)
+    assert img.size == (800, 500)
+    return np.asarray(img.convert("RGB"))
+
+
+def colour_mask(pixels: np.ndarray, colour, tol: int = 10) -> np.ndarray:
+    return np.abs(pixels.astype(int) - np.array(colour)).max(axis=2) <= tol
+
+
 def colour_present(pixels: np.ndarray, colour, tol: int = 10) -> bool:
-    return bool((np.abs(pixels.astype(int) - np.array(colour)).max(axis=2) <= tol).any())
+    return bool(colour_mask(pixels, colour, tol).any())
 
 
-def test_learning_curve_two_series(tmp_path):
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib Figures that get saved, to look at what was drawn."""
+    saved = []
+    savefig = Figure.savefig
+
+    def recording_savefig(self, *args, **kwargs):
+        saved.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return saved
+
+
+def test_learning_curve_two_series(tmp_path, figures):
     series = {
         "corruption 0%": [(e, 60 * math.exp(-e / 5) + 10) for e in range(1, 16)],
         "corruption 30%": [(e, 75 * math.exp(-e / 6) + 12) for e in range(1, 16)],
     }
     path = tmp_path / "curve.png"
-    save_learning_curve(path, series, title="dA on MNIST")
-    img = open_png(path)
-    assert img.mode == "RGB"
-    assert 600 <= img.width <= 1000 and 400 <= img.height <= 700
-    pixels = np.asarray(img)
+    save_learning_curve(path, series, title="dA on MNIST", ylabel="cross-entropy")
+    pixels = chart(path)
     assert (pixels == 255).all(axis=2).mean() > 0.5  # a white background
-    assert colour_present(pixels, TAB_BLUE) and colour_present(pixels, TAB_ORANGE)
+    assert (pixels < 100).all(axis=2).any()  # dark axes and text
+    # Two curves in two colours, both with plenty of pixels (lines, markers, legend swatches).
+    assert colour_mask(pixels, TAB_BLUE).sum() > 500 and colour_mask(pixels, TAB_ORANGE).sum() > 500
+
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(series)
+    assert ax.get_title() == "dA on MNIST"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "cross-entropy")
+    assert ax.get_yscale() == "linear"
+    lines = ax.get_lines()
+    assert len(lines) == 2 and lines[0].get_color() != lines[1].get_color()
+    assert all(line.get_marker() not in (None, "", "None") for line in lines)
+    np.testing.assert_allclose(lines[1].get_ydata(), [y for _, y in series["corruption 30%"]])
 
 
 def test_learning_curve_has_no_second_colour_with_one_series(tmp_path):
     path = tmp_path / "curve.png"
     save_learning_curve(path, {"only": [(1, 3.0), (2, 2.0), (3, 1.5)]})
-    pixels = np.asarray(open_png(path))
+    pixels = chart(path)
     assert colour_present(pixels, TAB_BLUE) and not colour_present(pixels, TAB_ORANGE)
 
 
+def test_learning_curve_draws_the_legend_names_and_title(tmp_path):
+    points = [(1, 3.0), (2, 2.0), (3, 1.5)]
+    save_learning_curve(tmp_path / "a.png", {"a": points})
+    save_learning_curve(tmp_path / "b.png", {"a much longer name in the legend": points})
+    save_learning_curve(tmp_path / "c.png", {"a": points}, title="a title")
+    a, b, c = (chart(tmp_path / f"{n}.png") for n in "abc")
+    assert (a != b).any()  # the name is drawn
+    assert (a != c).any()  # so is the title
+    assert (a[:40] != c[:40]).any()  # ... at the top
+
+
+def test_learning_curve_integer_epochs_get_integer_ticks(tmp_path, figures):
+    for points in ([(1, 2.0), (2, 1.0), (3, 0.5)], [(1, 62.4)], [(i, 1.0 / i) for i in range(1, 16)]):
+        save_learning_curve(tmp_path / "curve.png", {"cost": points})
+        ax = figures[-1].axes[0]
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    # Fractional x keep fractional ticks.
+    save_learning_curve(tmp_path / "curve.png", {"cost": [(0.1, 2.0), (0.2, 1.0), (0.3, 0.5)]})
+    ax = figures[-1].axes[0]
+    assert not all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_learning_curve_logy(tmp_path, figures):
+    points = [(e, 100 * 10.0**-e) for e in range(1, 8)]  # 10 down to 1e-5
+    save_learning_curve(tmp_path / "lin.png", {"cost": points})
+    save_learning_curve(tmp_path / "log.png", {"cost": points}, logy=True)
+    assert [f.axes[0].get_yscale() for f in figures] == ["linear", "log"]
+    lin, log = chart(tmp_path / "lin.png"), chart(tmp_path / "log.png")
+    assert (lin != log).any()
+    # On a log axis the points of a geometric series are evenly spaced from top to bottom.
+    ax = figures[1].axes[0]
+    x, y = ax.transData.transform(ax.get_lines()[0].get_xydata()).T  # display pixels, y upwards
+    np.testing.assert_allclose(np.diff(y), np.diff(y)[0], rtol=1e-6)
+    assert np.ptp(y) > 300
+    # ... and the image shows it: at epoch 4 (1e-2) the blue line is in the middle of the
+    # chart, while on the linear axis it lies at the bottom.
+    row, col = 500 - round(y[3]), round(x[3])
+    assert 150 < row < 350
+    assert colour_present(log[row - 3 : row + 4, col - 3 : col + 4], TAB_BLUE)
+    assert not colour_present(lin[row - 30 : row + 30, col - 3 : col + 4], TAB_BLUE)
+
+
+def test_learning_curve_logy_skips_points_that_are_not_positive(tmp_path, figures):
+    path = tmp_path / "curve.png"
+    save_learning_curve(path, {"a": [(1, 10.0), (2, 0.0), (3, -1.0), (4, 0.1)], "b": [(1, 0.0)]}, logy=True)
+    chart(path)
+    ax = figures[-1].axes[0]
+    assert ax.get_yscale() == "log"
+    lo, hi = ax.get_ylim()
+    assert 0 < lo <= 0.1 and 10 <= hi < 1000
+    # The line breaks there, as at a NaN (rather than diving to the bottom of the chart).
+    save_learning_curve(tmp_path / "zero.png", {"a": [(1, 10.0), (2, 0.0), (3, 0.1)]}, logy=True)
+    save_learning_curve(tmp_path / "nan.png", {"a": [(1, 10.0), (2, float("nan")), (3, 0.1)]}, logy=True)
+    zero, nan = (chart(tmp_path / f"{n}.png") for n in ("zero", "nan"))
+    assert colour_mask(zero, TAB_BLUE).sum() == colour_mask(nan, TAB_BLUE).sum()
+
+
+def test_learning_curve_breaks_the_line_at_a_nan(tmp_path):
+    save_learning_curve(tmp_path / "whole.png", {"a": [(1, 1.0), (2, 1.5), (3, 2.0)]})
+    save_learning_curve(tmp_path / "nan.png", {"a": [(1, 1.0), (2, float("nan")), (3, 2.0)]})
+    save_learning_curve(tmp_path / "inf.png", {"a": [(1, 1.0), (2, float("inf")), (3, 2.0)]})
+    whole, nan, inf = (colour_mask(chart(tmp_path / f"{n}.png"), TAB_BLUE).sum() for n in ("whole", "nan", "inf"))
+    # Both finite points are still drawn (markers), but not the line between them.
+    assert 0 < nan < whole / 2
+    assert inf == nan
+
+
+@pytest.mark.parametrize("logy", [False, True], ids=["linear", "logy"])
 @pytest.mark.parametrize(
     "series",
     [
@@ -274,74 +384,46 @@ def test_learning_curve_has_no_second_colour_with_one_series(tmp_path):
         {"empty": []},
         {},
         {"tiny": [(0.001, 1e-9), (0.002, 3e-9)], "huge": [(1e6, 1e12), (2e6, -1e12)]},
+        {"too huge": [(1, 1e308), (2, -1e308), (3, 1.0), (4, 2.0)]},
         {"many": [(i, 1.0 / (i + 1)) for i in range(2000)]},
     ],
     ids=lambda s: ",".join(s) or "no series",
 )
-def test_learning_curve_edge_cases(tmp_path, series):
+def test_learning_curve_edge_cases(tmp_path, series, logy):
     path = tmp_path / "curve.png"
-    save_learning_curve(path, series, xlabel="step", ylabel="cross-entropy", title="edge case")
-    img = open_png(path)
-    assert img.size == (800, 500)
-    pixels = np.asarray(img)
+    save_learning_curve(path, series, xlabel="step", ylabel="cross-entropy", title="edge case", logy=logy)
+    pixels = chart(path)
     assert (pixels < 100).all(axis=2).any()  # axes and labels were drawn
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
 
 
-def test_learning_curve_draws_lines_in_the_series_colour(tmp_path):
-    # 200 points: no markers, so the colour in the middle of the chart is the line's.
+def test_learning_curve_single_point_is_visible(tmp_path):
     path = tmp_path / "curve.png"
-    save_learning_curve(path, {"diagonal": [(i, float(i)) for i in range(200)]})
-    pixels = np.asarray(open_png(path))
-    assert colour_present(pixels[200:300, 300:500], TAB_BLUE)
+    save_learning_curve(path, {"a": [(1, 62.4)]})
+    plot_area = chart(path)[50:430, 60:600]  # away from the legend
+    assert colour_present(plot_area, TAB_BLUE)
 
 
-def test_learning_curve_legend_goes_where_the_data_are_not(tmp_path):
-    # A falling line leaves the upper right corner free: the legend (and its blue swatch) goes there.
-    path = tmp_path / "falling.png"
-    save_learning_curve(path, {"falling": [(1, 1.0), (2, 0.0)]})
-    pixels = np.asarray(open_png(path))
-    assert colour_present(pixels[:100, 620:], TAB_BLUE)
-    # A V leaves both lower corners free; the upper ones are taken: lower right it is.
-    path = tmp_path / "v.png"
-    save_learning_curve(path, {"v": [(1, 1.0), (2, 0.0), (3, 1.0)]})
-    pixels = np.asarray(open_png(path))
-    assert colour_present(pixels[380:445, 620:], TAB_BLUE)
+def test_learning_curve_can_be_drawn_from_threads(tmp_path):
+    def draw(i):
+        path = tmp_path / f"curve{i}.png"
+        save_learning_curve(path, {f"run {i}": [(e, 1.0 / (e + i)) for e in range(1, 20)]}, title=f"run {i}")
+        return path
+
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(draw, range(8)))
+    for path in paths:
+        assert colour_present(chart(path), TAB_BLUE)
 
 
-def test_learning_curve_draws_finite_points_around_a_nan(tmp_path):
-    path = tmp_path / "curve.png"
-    save_learning_curve(path, {"a": [(1, 1.0), (2, float("nan")), (3, 2.0)]})
-    assert colour_present(np.asarray(open_png(path)), TAB_BLUE)
-
-
-@pytest.mark.parametrize(
-    "lo, hi, integer",
-    [(0.0, 1.0, False), (1.0, 15.0, True), (11.7, 75.3, False), (-2e-4, 1e-3, False),
-     (62.4, 62.4, False), (0.0, 0.0, False), (1.0, 1.0, True), (1e6, 3.7e9, False), (-5.0, -4.99, False),
-     (1.0, 2.0, True), (1.0, 100.0, True), (3e-9, 7e-9, False)],
-)  # fmt: skip
-def test_axis_ticks_are_few_round_and_cover_the_data(lo, hi, integer):
-    a, b, ticks = plots._axis(lo, hi, integer=integer)
-    assert a <= lo and b >= hi and a < b
-    assert 4 <= len(ticks) <= 6 or (integer and hi - lo < 3)
-    assert all(a - 1e-9 * abs(a) <= t <= b + 1e-9 * abs(b) for t in ticks)
-    step = ticks[1] - ticks[0]
-    np.testing.assert_allclose(np.diff(ticks), step, rtol=1e-6)
-    mantissa = step / 10 ** math.floor(math.log10(step) + 1e-9)
-    assert min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-6
-    if integer:
-        assert step >= 1
-    if lo != hi:
-        assert b - a <= 1.1 * (hi - lo) + 2 * step  # not much wider than needed
-
-
-def test_tick_labels_are_short_and_never_minus_zero():
-    assert plots._tick_labels([-0.2, 0.0, 0.2, 0.4]) == ["-0.2", "0.0", "0.2", "0.4"]
-    assert plots._tick_labels([0, 5, 10, 15]) == ["0", "5", "10", "15"]
-    _, _, ticks = plots._axis(-1.0, 1.0)
-    labels = plots._tick_labels(ticks)
-    assert "0.0" in labels
-    assert all(not s.startswith("-") for s in labels if float(s) == 0)
+def test_learning_curve_uses_no_pyplot(tmp_path):
+    code = (
+        "import sys; from dae.plots import save_learning_curve; "
+        f"save_learning_curve({str(tmp_path / 'c.png')!r}, {{'a': [(1, 1.0), (2, 0.5)]}}); "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    chart(tmp_path / "c.png")
 
 
 # ------------------------------------------------------------------------- atomicity
@@ -356,7 +438,7 @@ def _draw_all():
     ]
 
 
-@pytest.mark.parametrize("which", [0, 1, 2], ids=["filters", "reconstructions", "curve"])
+@pytest.mark.parametrize("which", [0, 1], ids=["filters", "reconstructions"])
 def test_failed_encoding_leaves_no_file(tmp_path, monkeypatch, which):
     def broken_save(self, *args, **kwargs):
         raise OSError("encoder broke")
@@ -366,6 +448,27 @@ def test_failed_encoding_leaves_no_file(tmp_path, monkeypatch, which):
     with pytest.raises(OSError, match="encoder broke"):
         draw(tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []  # neither the PNG nor a temporary file
+
+
+@pytest.mark.parametrize("broken", ["savefig", "draw line"])
+def test_failed_chart_drawing_leaves_no_file_and_keeps_the_old_png(tmp_path, monkeypatch, broken):
+    def fail(*args, **kwargs):
+        raise RuntimeError("drawing broke")
+
+    if broken == "savefig":
+        monkeypatch.setattr(Figure, "savefig", fail)
+    else:  # an error in the middle of rendering, inside savefig
+        monkeypatch.setattr(Line2D, "draw", fail)
+    with pytest.raises(RuntimeError, match="drawing broke"):
+        save_learning_curve(tmp_path / "new.png", {"a": [(1, 2.0), (2, 1.0)]})
+    assert list(tmp_path.iterdir()) == []  # neither the PNG nor a temporary file
+
+    old = tmp_path / "old.png"
+    old.write_bytes(b"old picture")
+    with pytest.raises(RuntimeError, match="drawing broke"):
+        save_learning_curve(old, {"a": [(1, 2.0), (2, 1.0)]})
+    assert [p.name for p in tmp_path.iterdir()] == ["old.png"]
+    assert old.read_bytes() == b"old picture"
 
 
 @pytest.mark.parametrize("which", [0, 1, 2], ids=["filters", "reconstructions", "curve"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dae import DenoisingAutoencoder, ModelFileError, load_model, save_model
+from dae import DenoisingAutoencoder, ModelFileError, StackedDenoisingAutoencoder, load_model, save_model
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -26,6 +26,47 @@ def test_a_saved_model_loads_back_identical(tmp_path, tied):
         assert torch.equal(p, q), name
     assert json.loads((tmp_path / "m" / "config.json").read_text())["image_shape"] == [3, 4]
     assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "model.safetensors"]  # no temporary left
+
+
+def _stack():
+    m = StackedDenoisingAutoencoder(6, [5, 4], 3, [0.1, 0.25], dropout=0.2, input_corruption=0.1,
+                                    generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.uniform_(-1, 1)
+    return m
+
+
+def test_a_saved_stack_loads_back_identical_with_its_dropout_and_input_corruption(tmp_path):
+    m = _stack()
+    save_model(m, tmp_path / "s")
+    loaded = load_model(tmp_path / "s", kind=StackedDenoisingAutoencoder)
+    assert (loaded.hidden_layer_sizes, loaded.n_classes) == (m.hidden_layer_sizes, 3)
+    assert [dA.corruption_level for dA in loaded.autoencoders] == [0.1, 0.25]
+    assert (loaded.dropout.p, loaded.input_corruption) == (0.2, 0.1)
+    assert loaded.config == m.config
+    for (name, p), q in zip(m.named_parameters(), loaded.parameters()):
+        assert torch.equal(p, q), name
+    x = torch.rand(5, 6)
+    assert torch.equal(loaded.predict_proba(x), m.predict_proba(x))
+    with pytest.raises(ModelFileError, match="not a DenoisingAutoencoder"):
+        load_model(tmp_path / "s", kind=DenoisingAutoencoder)
+
+
+def test_a_stack_saved_before_the_softmax_layer_was_a_module_still_loads(tmp_path):
+    # Older files name the softmax layer's tensors log_W and log_b, and have no dropout or
+    # input_corruption in config.json: they load as a stack without either.
+    m = _stack()
+    save_model(m, tmp_path / "s")
+    tensors = {name: p.detach().clone() for name, p in m.named_parameters()}
+    tensors["log_W"], tensors["log_b"] = tensors.pop("classifier.W"), tensors.pop("classifier.b")
+    save_file(tensors, tmp_path / "s" / "model.safetensors")
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    del config["dropout"], config["input_corruption"]
+    (tmp_path / "s" / "config.json").write_text(json.dumps(config))
+    loaded = load_model(tmp_path / "s")
+    assert torch.equal(loaded.classifier.W, m.classifier.W) and torch.equal(loaded.classifier.b, m.classifier.b)
+    assert (loaded.dropout.p, loaded.input_corruption) == (0.0, 0.0)
 
 
 class _Payload:

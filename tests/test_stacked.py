@@ -1,17 +1,24 @@
 """Stacked denoising autoencoders: shared parameters, greedy pre-training, fine-tuning with the
-tutorial's early stopping, and the `dae sda` command."""
+tutorial's early stopping (exactly SdA.py's rule), the hand-written fine-tuning step against
+autograd, and the `dae sda` command."""
 
 import copy
+import importlib
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
-import dae.training
-from dae import StackedDenoisingAutoencoder, load_model, save_model
-from dae.cli import SDA_PRESETS, main
-from dae.training import Patience, _FinetuneStep, error_rate, finetune, pretrain
+from dae import StackedDenoisingAutoencoder, TrainState, TrainingDiverged, load_model, save_model
+from dae.cli import main
+from dae.config import SDA_PRESETS, ConfigError, FinetuneConfig, merge, to_dict
+from dae.steps import FinetuneStep
+from dae.train import Patience, error_rate, finetune, pretrain
+
+# The module, which monkeypatch reaches into (the name dae.train is the function).
+train_module = importlib.import_module("dae.train")
 
 
 def tiny_problem(n=600, seed=0):
@@ -21,6 +28,23 @@ def tiny_problem(n=600, seed=0):
     x[:, :2] = torch.where(x[:, :2] > 0.5, 0.6 + 0.4 * x[:, :2], 0.4 * x[:, :2])
     y = (x[:, 0] > 0.5).long() + 2 * (x[:, 1] > 0.5).long()
     return x, y
+
+
+def majority_error(y):
+    """The error of always predicting the most frequent class: the baseline to beat."""
+    return 1 - np.bincount(np.asarray(y)).max() / len(y)
+
+
+def sda(*sizes, seed=0, **kwargs):
+    return StackedDenoisingAutoencoder(16, list(sizes), 4, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_each_hidden_layer_shares_W_and_b_with_its_dA_and_only_b_prime_is_the_dAs_own():
@@ -33,39 +57,51 @@ def test_each_hidden_layer_shares_W_and_b_with_its_dA_and_only_b_prime_is_the_dA
     assert [dA.corruption_level for dA in m.autoencoders] == [0.1, 0.2]
 
 
+def test_without_corruption_levels_each_layer_takes_the_tutorials_and_deeper_ones_repeat_the_last():
+    m = sda(5, 5, 5, 5, 5)
+    assert [dA.corruption_level for dA in m.autoencoders] == [0.1, 0.2, 0.3, 0.3, 0.3]
+
+
 def test_the_logistic_layer_starts_at_zero_so_every_class_starts_equally_likely():
-    m = StackedDenoisingAutoencoder(16, [12], 4, generator=torch.Generator().manual_seed(0))
-    assert torch.count_nonzero(m.log_W) == 0 and torch.count_nonzero(m.log_b) == 0
+    m = sda(12)
+    assert torch.count_nonzero(m.classifier.W) == 0 and torch.count_nonzero(m.classifier.b) == 0
     assert torch.allclose(m.predict_proba(torch.rand(3, 16)), torch.full((3, 4), 0.25))
 
 
-def test_pretraining_a_layer_changes_the_mlp_layer_and_trains_on_the_codes_below():
+def test_pretraining_a_layer_changes_the_mlp_layer_and_trains_on_the_codes_below(monkeypatch):
     x, _ = tiny_problem()
     m = StackedDenoisingAutoencoder(16, [12, 8], 4, [0.1, 0.2], generator=torch.Generator().manual_seed(0))
     before = [layer.W.detach().clone() for layer in m.hidden]
     seen = []
-    original_train = dae.training.train
+    original_train = train_module.train
 
-    def spy(model, data, **kwargs):
-        seen.append(data.clone())
-        return original_train(model, data, **kwargs)
+    def spy(model, data, *args, **kwargs):
+        seen.append((model, data.clone()))
+        return original_train(model, data, *args, **kwargs)
 
-    dae.training.train, saved = spy, dae.training.train
-    try:
-        pretrain(m, x, epochs=1, learning_rate=0.1, batch_size=10, generator=0)
-    finally:
-        dae.training.train = saved
+    monkeypatch.setattr(train_module, "train", spy)
+    pretrain(m, x, epochs=1, learning_rate=0.1, batch_size=10, generator=0)
     for layer, W0 in zip(m.hidden, before):
         assert not torch.equal(layer.W, W0)  # the MLP's own W moved
-    assert torch.equal(seen[0], x)
-    with torch.no_grad():
-        assert torch.allclose(seen[1], torch.sigmoid(x @ m.hidden[0].W + m.hidden[0].b))  # clean codes of layer 1
+    assert [model for model, _ in seen] == list(m.autoencoders)
+    assert torch.equal(seen[0][1], x)
+    with torch.no_grad():  # layer 2's dA saw the clean codes of layer 1 (after layer 1 was trained)
+        assert torch.allclose(seen[1][1], torch.sigmoid(x @ m.hidden[0].W + m.hidden[0].b))
+
+
+def test_pretraining_takes_one_epochs_value_per_layer_as_a_list_or_a_tuple():
+    x, _ = tiny_problem(100)
+    for epochs in ([1, 2], (1, 2)):
+        histories = pretrain(sda(6, 4), x, epochs=epochs, learning_rate=0.1, batch_size=10, generator=0)
+        assert [len(h) for h in histories] == [1, 2]
+    with pytest.raises(ConfigError, match="3 values for 2 layers"):
+        pretrain(sda(6, 4), x, epochs=[1, 2, 3], batch_size=10)
 
 
 def test_encode_predict_and_predict_proba():
-    m = StackedDenoisingAutoencoder(16, [12, 8], 4, generator=torch.Generator().manual_seed(0))
+    m = sda(12, 8)
     with torch.no_grad():
-        m.log_W.normal_()
+        m.classifier.W.normal_()
     x = torch.rand(5, 16)
     assert m.encode(x, layer=0) is x
     assert m.encode(x, layer=1).shape == (5, 12) and m.encode(x).shape == (5, 8)
@@ -75,70 +111,314 @@ def test_encode_predict_and_predict_proba():
         m.encode(x, layer=3)
 
 
-def test_the_patience_rule_on_a_scripted_validation_curve():
-    rule = Patience(n_batches=100, patience_epochs=10)  # patience starts at 1000 minibatches
+# --- the tutorial's early stopping ---------------------------------------------------------------
+
+
+def test_patience_counts_minibatches_and_stops_at_the_first_iter_where_patience_le_iter():
+    rule = Patience(10, FinetuneConfig(patience_epochs=2))
+    assert rule.patience == 20 and rule.best == math.inf
+    assert rule.steps_allowed(0) == 21  # iters 0..20: training stops after iter 20
+    assert not rule.exhausted(19) and rule.exhausted(20)
+    assert rule.update(9, 0.5)  # a first error is a best; 2 x 9 = 18 < 20 leaves patience alone
+    assert rule.patience == 20
+    assert rule.update(19, 0.3) and rule.patience == 38  # 0.3 < 0.995 x 0.5: patience = 2 x iter
+    assert not rule.update(29, 0.31) and rule.best == 0.3 and rule.patience == 38
+    assert rule.steps_allowed(30) == 9  # iters 30..38 of the next epoch
+    assert not rule.exhausted(37) and rule.exhausted(38)
+    # A new best by less than 0.5% is recorded but does not extend patience.
+    assert rule.update(59, 0.2995) and rule.best == 0.2995 and rule.patience == 38
+    # A resumed rule starts from the saved counters.
+    again = Patience(10, FinetuneConfig(patience_epochs=2), patience=38, best=0.3)
+    assert not again.update(39, 0.3) and again.steps_allowed(39) == 1
+
+
+def test_the_patience_rule_on_a_longer_scripted_validation_curve():
+    rule = Patience(100, FinetuneConfig(patience_epochs=10))  # patience starts at 1000 minibatches
     curve = {1: 0.10, 2: 0.05, 8: 0.04}  # big improvements; other epochs are worse or barely better
     stopped = None
     for epoch in range(1, 100):
+        last = epoch * 100 - 1  # iter of the epoch's last minibatch, where it validates
         error = curve.get(epoch, 0.0399 if epoch > 8 else 0.2)
-        rule.update(epoch, error)
-        if rule.exhausted(epoch):
+        rule.update(last, error)
+        if rule.exhausted(last):
             stopped = epoch
             break
+        assert rule.steps_allowed(last + 1) == rule.patience - last  # up to and including iter = patience
     # At epoch 8 the 20% improvement sets patience to 2 x 799 = 1598 minibatches; epoch 9's
-    # 0.25% improvement is a new best but does not extend it.  1598 <= 16 x 100: stop after 16.
+    # 0.25% improvement is a new best but does not extend it.  Iter 1598 is in epoch 16.
     assert rule.patience == 1598 and rule.best == 0.0399
     assert stopped == 16
+    assert rule.steps_allowed(1500) == 99  # in finetune, epoch 16 runs iters 1500..1598 and stops there
 
 
-def test_finetune_stops_by_patience_restores_the_best_model_and_reports_its_test_error(monkeypatch):
-    x, y = tiny_problem()
-    m = StackedDenoisingAutoencoder(16, [12], 4, generator=torch.Generator().manual_seed(0))
-    scripted = iter([0.5, 0.3, 0.31, 0.32, 0.33, 0.34, 0.35, 0.36, 0.37, 0.38, 0.39, 0.40])
-    snapshots = {}
-    real_error_rate = dae.training.error_rate
+def scripted_validation(monkeypatch, valid_x, errors):
+    """Make finetune's validation errors ``errors`` (in order); return the model's parameters
+    at each validation, keyed by its 1-based count."""
+    scripted, snapshots = iter(errors), {}
+    real_error_rate = train_module.error_rate
 
     def fake_error_rate(model, xs, ys, world=None):
         if xs is valid_x:
-            snapshots[len(snapshots) + 1] = model.log_W.detach().clone()
+            snapshots[len(snapshots) + 1] = params(model)
             return next(scripted)
         return real_error_rate(model, xs, ys, world=world)
 
-    valid_x = x[500:]
-    monkeypatch.setattr(dae.training, "error_rate", fake_error_rate)
-    result = finetune(m, (x[:500], y[:500]), (valid_x, y[500:]), (x[:100], y[:100]), max_epochs=50,
-                      learning_rate=0.1, batch_size=50, patience_epochs=2)
-    # Patience 2 epochs = 20 minibatches; epoch 2 (iteration 19) sets it to 38: stop after epoch 4.
-    assert result.stopped_by == "patience" and len(result.history) == 4
+    monkeypatch.setattr(train_module, "error_rate", fake_error_rate)
+    return snapshots
+
+
+def test_finetune_stops_inside_an_epoch_exactly_where_the_tutorial_does(monkeypatch):
+    """The issue's curve: 10 minibatches an epoch, patience 2 epochs (20 minibatches).  Epoch 2
+    (iter 19) improves from 0.5 to 0.3, so patience = 2 x 19 = 38; the tutorial (SdA.py) then
+    stops at iter 38, the 9th minibatch of epoch 4, before that epoch's validation (where 0.2
+    would have been a new best).  The best model, epoch 2's, is the one kept."""
+    x, y = tiny_problem(150)
+    m = sda(12)
+    valid_x, test = x[100:], (x[50:100], y[50:100])
+    snapshots = scripted_validation(monkeypatch, valid_x, [0.5, 0.3, 0.31, 0.2, 0.2, 0.2, 0.2, 0.2])
+    state = TrainState()
+    result = finetune(m, (x[:50], y[:50]), (valid_x, y[100:]), test, epochs=50, learning_rate=0.1,
+                      batch_size=5, patience_epochs=2, state=state)
+    assert result.stopped_by == "patience"
+    assert len(result.history) == 4 and state.iteration == 39  # iters 0..38
+    assert [e.complete for e in result.history] == [True, True, True, False]
+    assert math.isnan(result.history[-1].valid_error) and len(snapshots) == 3  # epoch 4 never validated
     assert result.best_epoch == 2 and result.best_valid_error == 0.3
-    assert torch.equal(m.log_W, snapshots[2])
-    assert result.history[1].test_error == result.test_error == real_error_rate(m, x[:100], y[:100])
+    assert same(params(m), snapshots[2]) and not same(snapshots[2], snapshots[3])  # the best model, restored
+    assert result.history[1].test_error == result.test_error == train_module.error_rate(m, *test)
     assert result.history[2].test_error is None  # measured only at new bests
+
+
+def tutorial_loop(errors, n_train_batches, patience_epochs, n_epochs):
+    """SdA.py's fine-tuning loop (test_SdA), line for line, with the validation errors scripted:
+    (epochs begun, iter it stopped at or None, iter of the best validation)."""
+    patience = patience_epochs * n_train_batches
+    patience_increase, improvement_threshold = 2.0, 0.995
+    validation_frequency = min(n_train_batches, patience // 2)
+    best_validation_loss, best_iter, done_looping, epoch = np.inf, 0, False, 0
+    scripted, stopped = (e for e in errors), None
+    while (epoch < n_epochs) and (not done_looping):
+        epoch = epoch + 1
+        for minibatch_index in range(n_train_batches):
+            iter = (epoch - 1) * n_train_batches + minibatch_index  # noqa: A001  (the tutorial's name)
+            if (iter + 1) % validation_frequency == 0:
+                this_validation_loss = next(scripted)
+                if this_validation_loss < best_validation_loss:
+                    if this_validation_loss < best_validation_loss * improvement_threshold:
+                        patience = max(patience, iter * patience_increase)
+                    best_validation_loss, best_iter = this_validation_loss, iter
+            if patience <= iter:
+                done_looping, stopped = True, iter
+                break
+    return epoch, stopped, best_iter
+
+
+@pytest.mark.parametrize("seed", [*range(6), "steady"])
+def test_finetune_stops_and_keeps_the_best_as_the_tutorials_loop_does_on_random_curves(monkeypatch, seed):
+    if seed == "steady":  # 2% better every epoch: patience keeps growing, all epochs run
+        errors, patience_epochs = [0.5 * 0.98**k for k in range(60)], 2
+    else:
+        rng = np.random.default_rng(seed)
+        errors = list(np.minimum.accumulate(rng.uniform(0.2, 0.6, 60)) * rng.uniform(0.99, 1.08, 60))
+        patience_epochs = int(rng.integers(2, 5))
+    n_epochs = 40
+    epochs, stopped, best_iter = tutorial_loop(errors, 10, patience_epochs, n_epochs)
+    x, y = tiny_problem(100)
+    valid_x = x[50:]
+    scripted_validation(monkeypatch, valid_x, errors)
+    state = TrainState()
+    result = finetune(sda(6), (x[:50], y[:50]), (valid_x, y[50:]), epochs=n_epochs, batch_size=5,
+                      patience_epochs=patience_epochs, state=state)
+    assert len(result.history) == epochs
+    assert result.stopped_by == ("max_epochs" if stopped is None else "patience")
+    assert state.iteration == (epochs * 10 if stopped is None else stopped + 1)
+    assert result.best_epoch == (best_iter + 1) // 10
+
+
+# --- fine-tuning ---------------------------------------------------------------------------------
 
 
 def test_a_tiny_sda_learns_a_tiny_problem():
     x, y = tiny_problem(1200)
     g = torch.Generator().manual_seed(0)
-    m = StackedDenoisingAutoencoder(16, [32, 32], 4, [0.1, 0.2], generator=g)
-    pretrain(m, x[:800], epochs=2, learning_rate=0.1, batch_size=10, generator=g)
-    result = finetune(m, (x[:800], y[:800]), (x[800:1000], y[800:1000]), (x[1000:], y[1000:]), max_epochs=60,
-                      learning_rate=0.2, batch_size=10, momentum=0.9, schedule="cosine", shuffle=True, generator=g)
-    assert result.test_error < 0.03, result.test_error  # chance: 0.75
+    m = StackedDenoisingAutoencoder(16, [16, 16], 4, [0.1, 0.2], generator=g)
+    pretrain(m, x[:800], epochs=2, learning_rate=0.1, batch_size=5, generator=g)
+    result = finetune(m, (x[:800], y[:800]), (x[800:1000], y[800:1000]), (x[1000:], y[1000:]), epochs=30,
+                      learning_rate=0.2, batch_size=5, momentum=0.9, schedule="cosine", shuffle=True, generator=g)
+    assert majority_error(y[1000:]) > 0.6
+    assert result.test_error < 0.03, result.test_error
     assert error_rate(m, x[800:1000], y[800:1000]) == result.best_valid_error
 
 
+def test_pretrain_finetune_and_error_rate_take_float64_numpy_and_torch_inputs():
+    x, y = tiny_problem(300)  # float32 values: cast to the model's float32 they are exactly the same
+    outcomes = []
+    for convert in (lambda t: t, lambda t: t.double(), lambda t: t.double().numpy()):
+        m = sda(8)
+        pretrain(m, convert(x[:200]), epochs=2, learning_rate=0.1, batch_size=5, generator=1)
+        labels = y.numpy() if isinstance(convert(x[:1]), np.ndarray) else y
+        result = finetune(m, (convert(x[:200]), labels[:200]), (convert(x[200:]), labels[200:]), epochs=3,
+                          batch_size=5, momentum=0.5, generator=2)
+        assert m.classifier.W.dtype == torch.float32
+        outcomes.append((params(m), result.best_valid_error, error_rate(m, convert(x[200:]), labels[200:])))
+    reference = outcomes[0]
+    assert not same(reference[0], params(sda(8)))  # it trained
+    for weights, valid_error, error in outcomes[1:]:
+        assert same(weights, reference[0]) and valid_error == reference[1] and error == reference[2]
+
+
+@pytest.mark.parametrize("where", ["train_set", "valid_set", "test_set"])
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_finetune_refuses_labels_outside_0_to_n_classes_minus_1_before_training(where, bad):
+    x, y = tiny_problem(100)
+    wrong = y.clone()
+    wrong[7] = bad
+    sets = {"train_set": (x, y), "valid_set": (x, y), "test_set": (x, y), where: (x, wrong)}
+    m = sda(6)
+    before = params(m)
+    with pytest.raises(ValueError, match=rf"{where}: labels must be in 0\.\.3"):
+        finetune(m, **sets, epochs=1, batch_size=10)
+    assert same(params(m), before)
+
+
+def test_finetune_refuses_labels_that_are_not_integers_or_not_one_per_row():
+    x, y = tiny_problem(100)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        finetune(sda(6), (x, y.double() + 0.5), epochs=1, batch_size=10)
+    with pytest.raises(ValueError, match="one label per row"):
+        finetune(sda(6), (x, y[:50]), epochs=1, batch_size=10)
+
+
+def test_when_fine_tuning_diverges_the_best_parameters_so_far_are_restored_before_the_error(monkeypatch):
+    x, y = tiny_problem(100)
+    m = sda(12)
+    valid_x = x[50:]
+    snapshots = scripted_validation(monkeypatch, valid_x, [0.5, 0.3, 0.4])  # epoch 2 is the best
+
+    def break_after_epoch_3(e):
+        if e.epoch == 3:
+            with torch.no_grad():
+                m.classifier.W.fill_(float("nan"))  # epoch 4's cost is NaN
+
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 4"):
+        finetune(m, (x[:50], y[:50]), (valid_x, y[50:]), epochs=10, batch_size=5, callback=break_after_epoch_3)
+    assert same(params(m), snapshots[2])
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"learning_rate": -1.0}, {"momentum": 1.0}, {"schedule": "step"},
+                                    {"patience_epochs": 1}, {"improvement_threshold": 0.0}, {"max_epochs": 3}])
+def test_finetune_refuses_bad_settings_with_a_config_error(kwargs):
+    x, y = tiny_problem(100)
+    with pytest.raises(ConfigError):
+        finetune(sda(4), (x, y), (x, y), **kwargs)
+
+
+def test_finetune_refuses_a_batch_larger_than_the_data_and_a_model_refuses_full_dropout():
+    x, y = tiny_problem(100)
+    with pytest.raises(ValueError, match="batch size 1000 exceeds the 100 rows"):
+        finetune(sda(4), (x, y), (x, y), batch_size=1000)
+    for kwargs in ({"dropout": 1.0}, {"input_corruption": 1.0}):
+        with pytest.raises(ConfigError, match="must be in"):
+            sda(4, **kwargs)
+
+
 def test_an_sda_saves_and_loads_back_identical(tmp_path):
-    m = StackedDenoisingAutoencoder(16, [12, 8], 4, [0.1, 0.2], generator=torch.Generator().manual_seed(0))
+    m = StackedDenoisingAutoencoder(16, [12, 8], 4, [0.1, 0.2], generator=torch.Generator().manual_seed(0),
+                                    dropout=0.3, input_corruption=0.2)
     with torch.no_grad():
-        m.log_W.normal_()
+        m.classifier.W.normal_()
         m.autoencoders[1].b_prime.normal_()
     save_model(m, tmp_path / "sda")
     loaded = load_model(tmp_path / "sda")
     assert isinstance(loaded, StackedDenoisingAutoencoder)
-    assert [dA.corruption_level for dA in loaded.autoencoders] == [0.1, 0.2]
-    for (name, p), q in zip(m.named_parameters(), loaded.parameters()):
-        assert torch.equal(p, q), name
+    assert loaded.config == m.config
+    assert same(params(loaded), params(m))
     assert loaded.autoencoders[0].W is loaded.hidden[0].W  # still shared after loading
+
+
+# --- the hand-written fine-tuning step --------------------------------------------------------------
+
+
+def autograd_reference(model, blocks, lr, momentum, generator):
+    """Autograd on ``model(x, generator)`` in training mode, and torch.optim.SGD; the summed losses."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    sums = []
+    for x, y in blocks:
+        total = 0.0
+        for xb, yb in zip(x.split(10), y.split(10)):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xb, generator), yb)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(xb)
+        sums.append(total)
+    return sums
+
+
+@pytest.mark.parametrize("regularised", [False, True], ids=["plain", "dropout+input_corruption"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_the_hand_written_finetuning_step_is_autograd_on_the_model_in_training_mode_and_torch_sgd(
+        momentum, regularised):
+    x, y = tiny_problem(60)
+    x = x.double()
+    kwargs = {"dropout": 0.3, "input_corruption": 0.2} if regularised else {}
+    m = sda(12, 8, dtype=torch.float64, **kwargs)
+    with torch.no_grad():
+        m.classifier.W.normal_(generator=torch.Generator().manual_seed(1))
+    reference = copy.deepcopy(m)
+    blocks = [(x[i * 30:(i + 1) * 30], y[i * 30:(i + 1) * 30]) for i in range(2)] * 2  # 4 blocks of 3 minibatches
+    g_step, g_ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    step = FinetuneStep(m, momentum, batch_size=10, block_steps=3)
+    step.set_learning_rate(0.3)
+    with torch.no_grad():
+        sums = [step(block, g_step) for block in blocks]
+    expected = autograd_reference(reference, blocks, 0.3, momentum, g_ref)
+    for (name, p), q in zip(m.named_parameters(), reference.parameters()):
+        assert torch.allclose(p, q, rtol=1e-10, atol=1e-12), name
+    assert np.allclose(sums, expected, rtol=1e-12)
+    # The same masks, drawn in the same order: both generators moved alike, and they did move.
+    assert torch.equal(g_step.get_state(), g_ref.get_state())
+    assert torch.equal(g_step.get_state(), torch.Generator().manual_seed(5).get_state()) != regularised
+
+
+def test_a_finetuning_step_with_momentum_keeps_its_velocity_as_torch_sgd_names_it():
+    x, y = tiny_problem(20)
+    m = sda(6)
+    step = FinetuneStep(m, 0.9, batch_size=10, block_steps=2)
+    step.set_learning_rate(0.1)
+    with torch.no_grad():
+        step((x, y), torch.Generator())
+    saved = step.state_dict()
+    assert sorted(saved["state"]) == list(range(4)) and all(torch.count_nonzero(s["momentum_buffer"])
+                                                            for s in saved["state"].values())
+    fresh = FinetuneStep(copy.deepcopy(m), 0.9, batch_size=10, block_steps=2)
+    fresh.load_state_dict(saved)
+    assert all(torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+               for a, b in zip(fresh.state_dict()["state"].values(), saved["state"].values()))
+
+
+def test_eval_mode_and_predict_never_drop_units_or_mask_inputs():
+    m = sda(12, 8, dropout=0.5, input_corruption=0.5)
+    with torch.no_grad():
+        m.classifier.W.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.rand(50, 16)
+    with torch.no_grad():
+        h = x
+        for layer in m.hidden:
+            h = torch.sigmoid(h @ layer.W + layer.b)
+        clean = h @ m.classifier.W + m.classifier.b
+        g = torch.Generator().manual_seed(3)
+        start = g.get_state()
+        m.train()
+        assert not torch.allclose(m(x, g), clean)  # training mode drops units and masks inputs
+        assert torch.allclose(m.predict_proba(x), torch.softmax(clean, 1)) and torch.equal(m.predict(x),
+                                                                                            clean.argmax(1))
+        assert error_rate(m, x, clean.argmax(1)) == 0.0
+        m.eval()
+        g.set_state(start)
+        assert torch.allclose(m(x, g), clean) and torch.equal(g.get_state(), start)  # nothing drawn
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -152,24 +432,29 @@ def labelled(tmp_path):
     return path
 
 
-SMALL = ["--hidden", "24,12", "--pretrain-epochs", "2", "--finetune-epochs", "8", "--batch-size", "20", "--quiet"]
+SMALL = ["--hidden", "24,12", "--pretrain-epochs", "2", "--pretrain-batch-size", "5", "--finetune-epochs", "8",
+         "--batch-size", "5", "--quiet"]
 
 
 def test_dae_sda_writes_its_outputs_and_a_checkpoint_per_pretrained_layer(tmp_path, labelled, capsys):
     out = tmp_path / "run"
     assert main(["sda", "--data", str(labelled), *SMALL, "--out", str(out)]) == 0, capsys.readouterr().err
     assert {"filters.png", "pretrain_curve.png", "finetune_curve.png", "metrics.jsonl", "summary.json",
-            "model.safetensors", "config.json", "pretrained"} <= {p.name for p in out.iterdir()}
+            "model.safetensors", "config.json", "run_config.json", "pretrained"} <= {p.name for p in out.iterdir()}
     summary = json.loads((out / "summary.json").read_text())
-    assert 0 <= summary["test_error"] <= 1 and 0 <= summary["best_valid_error"] <= 1
+    x, y = tiny_problem(700)
+    model = load_model(out)
+    assert model.hidden_layer_sizes == [24, 12]
+    # The test error is that of the model kept (the best one), and far better than the baseline.
+    assert summary["test_error"] == error_rate(model, x[600:], y[600:])
+    assert summary["test_error"] < majority_error(y[600:]) / 2
     assert summary["pretrain_seconds"] > 0 and summary["finetune_seconds"] > 0
     assert summary["n_train"] == 500 and summary["n_valid"] == 100  # a sixth split off for validation
+    assert summary["config"] == json.loads((out / "run_config.json").read_text())
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["layer"], r["epoch"]) for r in lines if r["phase"] == "pretrain"] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert all("valid_error" in r for r in lines if r["phase"] == "finetune")
     assert json.loads((out / "pretrained" / "config.json").read_text())["pretrained_layers"] == 2
-    model = load_model(out)
-    assert model.hidden_layer_sizes == [24, 12]
 
 
 def test_fine_tuning_can_be_rerun_from_the_pretrained_checkpoint(tmp_path, labelled, capsys):
@@ -209,22 +494,38 @@ def test_fine_tuning_rerun_from_pretrained_draws_what_the_original_run_drew(tmp_
     assert finetuning("c") != finetuning("a")
 
 
-def test_the_tutorial_preset_is_the_tutorials_sda_and_every_preset_runs(tmp_path, labelled):
-    # test_SdA: 3 x 1000 units, corruption 0.1/0.2/0.3, pretrain lr 0.001 x 15 epochs, batch 1,
-    # finetune lr 0.1 for at most 1000 epochs, seed 89677 (the issue and SdA.py).
-    assert {k: SDA_PRESETS["tutorial"][k] for k in ("hidden", "corruption", "pretrain_epochs", "pretrain_lr",
-                                                    "pretrain_batch_size", "batch_size", "finetune_lr",
-                                                    "finetune_epochs", "momentum", "seed")} == {
-        "hidden": [1000] * 3, "corruption": [0.1, 0.2, 0.3], "pretrain_epochs": [15], "pretrain_lr": [0.001],
-        "pretrain_batch_size": 1, "batch_size": 1, "finetune_lr": 0.1, "finetune_epochs": 1000, "momentum": 0.0,
-        "seed": 89677}
-    for preset in SDA_PRESETS:  # each preset's recipe, on a tiny network and data
-        out = tmp_path / preset
-        assert main(["sda", "--data", str(labelled), "--preset", preset, "--hidden", "8", "--corruption", "0.1",
-                     "--pretrain-epochs", "1", "--finetune-epochs", "2", "--quiet", "--out", str(out)]) == 0
-        summary = json.loads((out / "summary.json").read_text())
-        for key in ("dropout", "finetune_corruption", "batch_size", "momentum", "schedule", "finetune_lr"):
-            assert summary[key] == SDA_PRESETS[preset][key], (preset, key)
+def test_the_tutorial_preset_is_the_tutorials_test_SdA_number_for_number():
+    # SdA.py, test_SdA(finetune_lr=0.1, pretraining_epochs=15, pretrain_lr=0.001, training_epochs=1000,
+    # batch_size=1): hidden_layers_sizes=[1000, 1000, 1000], corruption_levels = [.1, .2, .3],
+    # numpy_rng = numpy.random.RandomState(89677), patience = 10 * n_train_batches,
+    # patience_increase = 2., improvement_threshold = 0.995; plain SGD, minibatches in order.
+    t = SDA_PRESETS["tutorial"]
+    assert t.model.hidden_layer_sizes == (1000, 1000, 1000)
+    assert t.model.corruption_levels == (0.1, 0.2, 0.3)
+    assert (t.model.dropout, t.model.input_corruption) == (0.0, 0.0)
+    p = t.pretraining
+    assert (p.epochs, p.learning_rate, p.batch_size) == (15, 0.001, 1)
+    assert (p.optimizer, p.momentum, p.nesterov, p.weight_decay, p.schedule, p.shuffle) == (
+        "sgd", 0.0, False, 0.0, "constant", False)
+    f = t.finetuning
+    assert (f.learning_rate, f.epochs, f.batch_size) == (0.1, 1000, 1)
+    assert (f.momentum, f.schedule, f.shuffle) == (0.0, "constant", False)
+    assert (f.patience_epochs, f.improvement_threshold, f.patience_increase) == (10, 0.995, 2.0)
+    assert (t.seed, t.pretrain, t.pretrained, t.data) == (89677, True, None, "mnist")
+
+
+@pytest.mark.parametrize("preset", sorted(SDA_PRESETS))
+def test_every_preset_runs_and_its_run_config_is_the_preset_with_the_options_given(tmp_path, labelled, preset):
+    out = tmp_path / preset
+    assert main(["sda", "--data", str(labelled), "--preset", preset, "--hidden", "8", "--corruption", "0.15",
+                 "--pretrain-epochs", "1", "--finetune-epochs", "2", "--quiet", "--out", str(out)]) == 0
+    expected = merge(SDA_PRESETS[preset], {"data": str(labelled),
+                                           "model": {"hidden_layer_sizes": [8], "corruption_levels": [0.15]},
+                                           "pretraining": {"epochs": [1]}, "finetuning": {"epochs": 2}})
+    assert json.loads((out / "run_config.json").read_text()) == to_dict(expected)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == preset and summary["config"] == to_dict(expected)
+    assert load_model(out).config == expected.model
 
 
 def test_no_pretrain_skips_pretraining(tmp_path, labelled, capsys):
@@ -253,6 +554,8 @@ def test_no_pretrain_skips_pretraining(tmp_path, labelled, capsys):
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 2),
          ["--momentum", "1.5"], "momentum"),
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 2),
+         ["--patience", "1"], "patience_epochs must be at least 2"),
+        (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 2),
          ["--batch-size", "1000"], "larger than"),
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 2),
          ["--pretrained", "/nonexistent"], "no such model folder"),
@@ -269,63 +572,3 @@ def test_dae_sda_user_mistakes_are_clean_errors(tmp_path, capsys, make, extra, p
     assert code == 2 and err.startswith("dae: error: ") and err.count("\n") == 1, err
     assert phrase in err
     assert not out.exists()
-
-
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_hand_written_finetuning_steps_match_autograd_and_torch_sgd(momentum):
-    x, y = tiny_problem(60)
-    m = StackedDenoisingAutoencoder(16, [12, 8], 4, generator=torch.Generator().manual_seed(0)).double()
-    with torch.no_grad():
-        m.log_W.normal_()
-    reference = copy.deepcopy(m)
-    x = x.double()
-    step = _FinetuneStep(m, momentum)
-    with torch.no_grad():
-        losses = [step(x[i * 10:(i + 1) * 10], y[i * 10:(i + 1) * 10], 0.3) for _ in range(2) for i in range(3)]
-    expected_losses = []
-    params = list(reference.hidden.parameters()) + [reference.log_W, reference.log_b]
-    optimizer = torch.optim.SGD(params, lr=0.3, momentum=momentum)
-    for _ in range(2):
-        for i in range(3):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(reference(x[i * 10:(i + 1) * 10]), y[i * 10:(i + 1) * 10])
-            loss.backward()
-            optimizer.step()
-            expected_losses.append(loss.item())
-    for (name, p), q in zip(m.named_parameters(), reference.parameters()):
-        assert torch.allclose(p, q, rtol=1e-10, atol=1e-12), name
-    assert np.allclose(losses, expected_losses, rtol=1e-12)
-
-
-def test_hand_written_dropout_step_matches_autograd_with_the_same_masks():
-    x, y = tiny_problem(10)
-    x = x.double()
-    m = StackedDenoisingAutoencoder(16, [12, 8], 4, generator=torch.Generator().manual_seed(0)).double()
-    with torch.no_grad():
-        m.log_W.normal_()
-    reference = copy.deepcopy(m)
-    step = _FinetuneStep(m, 0.0, dropout=0.3, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        step(x, y, 0.5)
-    g = torch.Generator().manual_seed(5)
-    h = x
-    for layer in reference.hidden:  # the same masks, drawn in the same order
-        h = layer(h)
-        h = h * torch.empty_like(h).bernoulli_(0.7, generator=g) / 0.7
-    loss = torch.nn.functional.cross_entropy(torch.addmm(reference.log_b, h, reference.log_W), y)
-    loss.backward()
-    with torch.no_grad():
-        for p in reference.parameters():
-            if p.grad is not None:
-                p -= 0.5 * p.grad
-    for (name, p), q in zip(m.named_parameters(), reference.parameters()):
-        assert torch.allclose(p, q, rtol=1e-10, atol=1e-12), name
-
-
-@pytest.mark.parametrize("kwargs", [{"max_epochs": 0}, {"learning_rate": -1.0}, {"momentum": 1.0},
-                                    {"dropout": 1.0}, {"schedule": "step"}, {"batch_size": 1000}])
-def test_finetune_refuses_bad_settings(kwargs):
-    x, y = tiny_problem(100)
-    m = StackedDenoisingAutoencoder(16, [4], 4)
-    with pytest.raises(ValueError):
-        finetune(m, (x, y), (x, y), **kwargs)

@@ -152,6 +152,29 @@ def test_head(tmp_path):
         s.head(-1)
 
 
+def test_read_rows_and_read_ahead_take_any_span_of_rows(tmp_path):
+    array = _unique_rows(300, 4)
+    s = NpyStream(_save(tmp_path, array), chunk_bytes=16 * 100)
+    expected = torch.from_numpy(array)
+    assert torch.equal(s.read_rows(37, 101), expected[37:138])
+    assert s.read_rows(300, 0).shape == (0, 4)
+    spans = [(250, 50), (0, 7), (100, 0), (7, 93)]
+    got = list(s.read_ahead(spans))
+    assert [len(x) for x in got] == [50, 7, 0, 93]
+    assert torch.equal(torch.cat(got), torch.cat([expected[250:], expected[:100]]))
+    g = torch.Generator().manual_seed(2)
+    perms = [torch.randperm(count, generator=g) for _, count in spans]
+    shuffled = list(s.read_ahead(spans, torch.Generator().manual_seed(2)))
+    for (first, count), perm, x in zip(spans, perms, shuffled):
+        assert torch.equal(x, expected[first:first + count][perm])
+    for first, count in [(-1, 2), (299, 2), (0, -1), (301, 0)]:
+        with pytest.raises(IndexError, match="out of range"):
+            s.read_rows(first, count)
+        with pytest.raises(IndexError, match="out of range"):
+            s.read_ahead([(0, 1), (first, count)])  # at once, not at the first next()
+    assert not _read_threads()
+
+
 def test_nan_in_the_last_chunk_names_the_file_row(tmp_path):
     array = ARRAYS["float32"].copy()
     array[287, 3] = np.nan
@@ -303,13 +326,13 @@ def test_init_reads_the_header_only(tmp_path):
 def test_reads_ahead_in_the_background(tmp_path, monkeypatch):
     s = NpyStream(_save(tmp_path, ARRAYS["float32"]), chunk_bytes=40 * 100)
     started = []
-    real = NpyStream._read_rows
+    real = NpyStream.read_rows
 
     def spy(self, first, count):
         started.append((first, threading.current_thread().name))
         return real(self, first, count)
 
-    monkeypatch.setattr(NpyStream, "_read_rows", spy)
+    monkeypatch.setattr(NpyStream, "read_rows", spy)
     chunks = s.epoch([0, 1, 2])
     next(chunks)
     deadline = time.monotonic() + 10
@@ -375,33 +398,61 @@ def _digits(tmp_path, n=1200):
     return path
 
 
-def test_training_on_a_stream_in_order_is_training_in_memory(tmp_path):
+def _record_blocks(monkeypatch):
+    """The rows each call of the hand-written dA step trains on, in order."""
+    from dae.steps import DAStep
+
+    seen = []
+    real_call = DAStep.__call__
+
+    def spy(self, block, generator):
+        seen.append(block[0].clone())
+        return real_call(self, block, generator)
+
+    monkeypatch.setattr(DAStep, "__call__", spy)
+    return seen
+
+
+def test_training_on_a_stream_in_order_is_training_in_memory_bit_for_bit(tmp_path):
     from dae import DenoisingAutoencoder, train
 
-    path = _digits(tmp_path)
-    costs = []
-    for x in (torch.from_numpy(np.load(path)), NpyStream(path, chunk_bytes=20 * 784 * 4 * 7, rows_multiple=20)):
+    path = _digits(tmp_path, 1210)
+    x = torch.from_numpy(np.load(path))
+    # Chunks of 70 rows: not a multiple of the batch size (20), nor of the in-memory blocks.
+    stream = NpyStream(path, chunk_bytes=70 * 784 * 4)
+    assert stream.chunk_rows == 70
+    models, costs = [], []
+    for rows in (x, stream):
         model = DenoisingAutoencoder(784, 32, corruption_level=0.3, generator=torch.Generator().manual_seed(5))
-        costs.append([r.cost for r in train(model, x, epochs=2, batch_size=20, generator=7)])
-    assert NpyStream(path, chunk_bytes=20 * 784 * 4 * 7, rows_multiple=20).n_chunks == 9
-    assert costs[1] == pytest.approx(costs[0], rel=1e-6)
+        costs.append([r.cost for r in train(model, rows, epochs=2, batch_size=20, shuffle=False, generator=7)])
+        models.append(model)
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        assert torch.equal(p, q), name
+    assert costs[1] == pytest.approx(costs[0], rel=1e-6)  # the same terms, summed in other groups
 
 
-def test_a_shuffled_stream_visits_every_row_once_per_epoch(tmp_path, monkeypatch):
-    from dae import DenoisingAutoencoder, training
+@pytest.mark.parametrize("chunk_rows", [70, 20, 1210])
+def test_training_on_a_stream_uses_every_row_but_the_last_partial_minibatch(tmp_path, monkeypatch, chunk_rows):
+    from dae import DenoisingAutoencoder, train
+
+    path = _digits(tmp_path, 1210)
+    seen = _record_blocks(monkeypatch)
+    stream = NpyStream(path, chunk_bytes=chunk_rows * 784 * 4)
+    model = DenoisingAutoencoder(784, 8, generator=torch.Generator().manual_seed(0))
+    train(model, stream, epochs=1, batch_size=20, shuffle=False, generator=0)
+    assert torch.equal(torch.cat(seen), torch.from_numpy(np.load(path))[:1200])  # 1210 // 20 minibatches, in order
+    assert all(len(block) % 20 == 0 for block in seen)
+
+
+@pytest.mark.parametrize("shuffle", [True, None])  # None: a stream is shuffled, a tensor is not
+def test_a_shuffled_stream_visits_every_row_once_per_epoch(tmp_path, monkeypatch, shuffle):
+    from dae import DenoisingAutoencoder, train
 
     path = _digits(tmp_path, 1000)
-    seen = []
-    real_chunk = training._SGDStep.chunk
-
-    def spy(self, x, generator):
-        seen.append(x.clone())
-        return real_chunk(self, x, generator)
-
-    monkeypatch.setattr(training._SGDStep, "chunk", spy)
+    seen = _record_blocks(monkeypatch)
     stream = NpyStream(path, chunk_bytes=100 * 784 * 4, rows_multiple=20)
     model = DenoisingAutoencoder(784, 8, generator=torch.Generator().manual_seed(0))
-    training.train(model, stream, epochs=1, batch_size=20, shuffle=True, order_seed=3)
+    train(model, stream, epochs=1, batch_size=20, shuffle=shuffle, order_seed=3)
     visited = torch.cat(seen)
     original = torch.from_numpy(np.load(path))
     assert not torch.equal(visited, original)  # shuffled ...

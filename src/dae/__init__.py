@@ -1,19 +1,25 @@
 """dae: denoising autoencoders and stacked denoising autoencoders in PyTorch.
 
-Faithful to the deeplearning.net tutorial (dA.py) and to Vincent et al. (2008, 2010).
+Faithful to the deeplearning.net tutorial (dA.py, SdA.py) and to Vincent et al. (2008, 2010).
 """
 
 from .autoencoder import DenoisingAutoencoder
+from .config import (SDA_PRESETS, ConfigError, DAConfig, FinetuneConfig, SdAConfig, SdARunConfig, TrainingConfig,
+                     TrainRunConfig)
 from .corruption import mask
 from .data import DataError, Dataset, Split, load_data, load_mnist, read_idx
+from .experiments import run_sda, run_train, run_tutorial
 from .saving import ModelFileError, load_model, save_model
 from .stacked import StackedDenoisingAutoencoder
-from .training import EpochResult, FinetuneResult, TrainingDiverged, finetune, pretrain, train
+from .train import (EpochResult, FinetuneEpoch, FinetuneResult, TrainingDiverged, TrainState, error_rate, finetune,
+                    pretrain, train)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "DataError", "Dataset", "DenoisingAutoencoder", "EpochResult", "FinetuneResult", "ModelFileError", "Split",
-    "StackedDenoisingAutoencoder", "TrainingDiverged", "finetune", "load_data", "load_mnist", "load_model", "mask",
-    "pretrain", "read_idx", "save_model", "train",
+    "SDA_PRESETS", "ConfigError", "DAConfig", "DataError", "Dataset", "DenoisingAutoencoder", "EpochResult",
+    "FinetuneConfig", "FinetuneEpoch", "FinetuneResult", "ModelFileError", "SdAConfig", "SdARunConfig", "Split",
+    "StackedDenoisingAutoencoder", "TrainRunConfig", "TrainState", "TrainingConfig", "TrainingDiverged",
+    "error_rate", "finetune", "load_data", "load_mnist", "load_model", "mask", "pretrain", "read_idx", "run_sda",
+    "run_train", "run_tutorial", "save_model", "train",
 ]

@@ -27,6 +27,8 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,23 +36,40 @@ from torch import nn
 
 from .corruption import NOISES, corrupt
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
 LOSSES = ("cross-entropy", "squared-error")
 
-# s'(h) written in terms of the output y = s(h).
-_ACTIVATION_SLOPES = {
-    "sigmoid": lambda y: y * (1 - y),
-    "tanh": lambda y: 1 - y * y,
-    "relu": lambda y: (y > 0).to(y.dtype),
-    "linear": torch.ones_like,
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An encoder non-linearity s, in the forms the model and the hand-written steps use."""
+
+    function: Callable[[torch.Tensor], torch.Tensor]  # y = s(h)
+    apply_: Callable[[torch.Tensor], object]  # h <- s(h), in place
+    backward_: Callable[[torch.Tensor, torch.Tensor], object]  # dy <- dy * s'(h), in place, from y = s(h)
+    slope: Callable[[torch.Tensor], torch.Tensor]  # s'(h) written in terms of y = s(h)
+
+
+# The one table of activations: the model's forward pass, its contractive penalty and the fused
+# in-place passes of dae.steps all read it.  s'(h) in terms of y: sigmoid y (1 - y), tanh 1 - y^2,
+# relu [y > 0], linear 1.
+ACTIVATIONS = {
+    "sigmoid": Activation(torch.sigmoid, torch.sigmoid_,
+                          lambda dy, y: aten.sigmoid_backward.grad_input(dy, y, grad_input=dy), lambda y: y * (1 - y)),
+    "tanh": Activation(torch.tanh, torch.tanh_,
+                       lambda dy, y: aten.tanh_backward.grad_input(dy, y, grad_input=dy), lambda y: 1 - y * y),
+    "relu": Activation(torch.relu, torch.relu_,
+                       lambda dy, y: aten.threshold_backward.grad_input(dy, y, 0, grad_input=dy),
+                       lambda y: (y > 0).to(y.dtype)),
+    "linear": Activation(lambda h: h, lambda h: None, lambda dy, y: None, torch.ones_like),
 }
 
-_ACTIVATION_FUNCTIONS = {
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "linear": lambda a: a,
-}
+
+def init_range(n_in: int, n_out: int) -> float:
+    """r of the tutorial's W ~ U(-r, r) for sigmoid units: 4 sqrt(6 / (n_in + n_out)), the
+    interval of Glorot & Bengio (2010) for tanh, times 4 (tutorial: dA.__init__, HiddenLayer)."""
+    return 4.0 * math.sqrt(6.0 / (n_in + n_out))
 
 
 class DenoisingAutoencoder(nn.Module):
@@ -116,20 +135,12 @@ class DenoisingAutoencoder(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if n_visible < 1 or n_hidden < 1:
-            raise ValueError(f"n_visible and n_hidden must be positive, got {n_visible} and {n_hidden}")
-        if not 0.0 <= corruption_level < 1.0:
-            raise ValueError(f"corruption_level must be in [0, 1), got {corruption_level}")
-        if noise not in NOISES:
-            raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-        if not 0.0 < sparsity_target < 1.0 or sparsity_weight < 0 or contraction < 0:
-            raise ValueError("sparsity_target must be in (0, 1); sparsity_weight and contraction at least 0")
-        if sparsity_weight and activation != "sigmoid":
-            raise ValueError("the sparsity penalty needs sigmoid codes (activation='sigmoid')")
+        from .config import DAConfig  # the rules between settings live there
+
+        if not (isinstance(n_visible, int) and n_visible >= 1):
+            raise ValueError(f"n_visible must be a positive integer, got {n_visible!r}")
+        DAConfig(n_hidden, corruption_level, noise, loss, activation, tied, sparsity_target, sparsity_weight,
+                 contraction).check()
         if W is not None and tuple(W.shape) != (n_visible, n_hidden):
             raise ValueError(f"W must have shape ({n_visible}, {n_hidden}), got {tuple(W.shape)}")
         if b is not None and tuple(b.shape) != (n_hidden,):
@@ -154,11 +165,10 @@ class DenoisingAutoencoder(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Initialise the parameters this dA owns, as the tutorial does.
 
-        W ~ Uniform(-r, r) with r = 4 * sqrt(6 / (n_hidden + n_visible)): the interval of
-        Glorot & Bengio (2010) for tanh, times 4 for the sigmoid (tutorial, dA.__init__).
-        Biases start at zero (tutorial).  Shared parameters passed in are left untouched.
+        W ~ Uniform(-r, r) with r = :func:`init_range` (tutorial, dA.__init__).  Biases start
+        at zero (tutorial).  Shared parameters passed in are left untouched.
         """
-        r = 4.0 * math.sqrt(6.0 / (self.n_hidden + self.n_visible))
+        r = init_range(self.n_visible, self.n_hidden)
         with torch.no_grad():
             if self._owns_W:
                 self.W.uniform_(-r, r, generator=generator)
@@ -167,6 +177,22 @@ class DenoisingAutoencoder(nn.Module):
             self.b_prime.zero_()
             if self.W_prime is not None:
                 self.W_prime.uniform_(-r, r, generator=generator)
+
+    @classmethod
+    def from_config(cls, n_visible: int, config, **kwargs) -> DenoisingAutoencoder:
+        """A dA of ``n_visible`` inputs as a :class:`dae.config.DAConfig` describes it."""
+        return cls(n_visible, config.n_hidden, corruption_level=config.corruption_level, noise=config.noise,
+                   tied=config.tied, loss=config.loss, activation=config.activation,
+                   sparsity_target=config.sparsity_target, sparsity_weight=config.sparsity_weight,
+                   contraction=config.contraction, **kwargs)
+
+    @property
+    def config(self):
+        """The :class:`dae.config.DAConfig` of this dA."""
+        from .config import DAConfig
+
+        return DAConfig(self.n_hidden, self.corruption_level, self.noise, self.loss_name, self.activation, self.tied,
+                        self.sparsity_target, self.sparsity_weight, self.contraction)
 
     @property
     def decoder_weight(self) -> torch.Tensor:
@@ -179,7 +205,7 @@ class DenoisingAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code y = s(x W + b) (tutorial: get_hidden_values)."""
-        return _ACTIVATION_FUNCTIONS[self.activation](torch.addmm(self.b, x, self.W))
+        return ACTIVATIONS[self.activation].function(torch.addmm(self.b, x, self.W))
 
     def decode_logits(self, y: torch.Tensor) -> torch.Tensor:
         """The decoder's pre-activation a = y W'^T + b'."""
@@ -219,8 +245,11 @@ class DenoisingAutoencoder(nn.Module):
         """True if a penalty is added to the reconstruction error."""
         return bool(self.sparsity_weight or self.contraction)
 
-    def penalty(self, y: torch.Tensor) -> torch.Tensor:
+    def penalty(self, y: torch.Tensor, mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """The regularisers on the codes y of a minibatch (zero when none is set).
+
+        ``mean`` computes rho_hat from y (default ``y.mean(dim=0)``); data-parallel training
+        passes the mean over every process's share of the minibatch.
 
         Sparsity: weight * sum_j [rho log(rho / rho_hat_j) + (1 - rho) log((1 - rho) / (1 - rho_hat_j))].
         Contraction: lambda * mean over rows of sum_j s'(h_j)^2 sum_i W_ij^2, which is
@@ -228,21 +257,23 @@ class DenoisingAutoencoder(nn.Module):
         """
         total = y.new_zeros(())
         if self.sparsity_weight:
-            rho, rho_hat = self.sparsity_target, y.mean(dim=0).clamp(1e-6, 1 - 1e-6)
+            rho = self.sparsity_target
+            rho_hat = (y.mean(dim=0) if mean is None else mean(y)).clamp(1e-6, 1 - 1e-6)
             kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
             total = total + self.sparsity_weight * kl.sum()
         if self.contraction:
-            slope = _ACTIVATION_SLOPES[self.activation](y)
+            slope = ACTIVATIONS[self.activation].slope(y)
             total = total + self.contraction * (slope.pow(2) @ self.W.pow(2).sum(dim=0)).mean()
         return total
 
-    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
+             mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """The training cost of a minibatch: mean over rows of L(x, z(corrupt(x)))
-        (tutorial: ``cost = T.mean(L)`` in get_cost_updates), plus the penalties if any.
-        Differentiable."""
+        (tutorial: ``cost = T.mean(L)`` in get_cost_updates), plus the penalties if any
+        (``mean``: see :meth:`penalty`).  Differentiable."""
         y = self.encode(self.corrupt(x, generator))
         error = self._error(x, self.decode_logits(y)).mean()
-        return error + self.penalty(y) if self.regularised else error
+        return error + self.penalty(y, mean) if self.regularised else error
 
     def extra_repr(self) -> str:
         return (

@@ -59,6 +59,11 @@ def _mask_into(x, p, generator, out):
 
 
 def _gaussian_into(x, sigma, generator, out):
+    if not out.is_contiguous():
+        # normal_ on a strided view draws its numbers in another order than on contiguous
+        # memory (uniform_ does not), so draw where the numbers are those of corrupt(x).
+        return out.copy_(torch.empty(x.shape, device=x.device, dtype=x.dtype).normal_(0.0, sigma, generator=generator)
+                         .add_(x))
     return out.normal_(0.0, sigma, generator=generator).add_(x)
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .autoencoder import LOSSES
+from .config import VALIDATION_FRACTION
 
 __all__ = [
     "DataError",
@@ -831,3 +832,35 @@ def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy") -> Datase
         if split is not None:
             check_inputs(split.x, loss=loss, what=f"{name} data from {source}")
     return dataset
+
+
+# --------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------
+
+
+def labelled_splits(data: Dataset, source: str, seed: int):
+    """(train, valid, test-or-None) as (x, y) pairs.  Data without a validation split give a
+    sixth of their training examples to it (MNIST's 10,000 of 60,000), drawn at random from
+    ``seed``: the one rule, for the command line and the estimators alike."""
+    if data.train.y is None:
+        raise DataError(f"{source}: dae sda needs labels (y_train in an .npz, or an MNIST-format folder)")
+    x, y = data.train
+    if data.valid is not None and data.valid.y is not None:
+        train, valid = (x, y), tuple(data.valid)
+    else:
+        train, valid = split_validation(x, y, VALIDATION_FRACTION, seed)
+        if valid is None:
+            raise DataError(f"{source}: too few training examples ({len(x)}) to split off a validation set")
+    test = tuple(data.test) if data.test is not None and data.test.y is not None else None
+    return train, valid, test
+
+
+def split_validation(x, y, fraction: float, seed: int):
+    """((x, y) to train on, (x, y) held out or None): a random ``fraction`` of the rows, from ``seed``."""
+    n_valid = int(len(x) * fraction)
+    if n_valid < 1 or n_valid >= len(x):
+        return (x, y), None
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    keep, held = order[n_valid:].sort().values, order[:n_valid].sort().values
+    return (x[keep], y[keep]), (x[held], y[held])

@@ -4,7 +4,7 @@ Launched by ``torchrun --nproc-per-node N -m dae train ...``, every process (a *
 the whole model and trains on its own disjoint share of each epoch's minibatches.  After
 each step's backward pass the ranks sum their gradients with one all-reduce and apply the
 same update, so the weights stay identical everywhere: this is what DistributedDataParallel
-does, written into the hand-written steps of :mod:`dae.training` rather than around
+does, written into the update path of the steps of :mod:`dae.steps` rather than around
 autograd.  With a per-rank batch of B the global batch is N x B, and the update is that of
 one process with batch N x B (up to the order of floating-point sums and the corruption noise,
 which is drawn per rank).
@@ -80,6 +80,15 @@ class World:
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
         dist.all_reduce(t)
         return t.tolist()
+
+    def mean_rows(self, y: torch.Tensor) -> torch.Tensor:
+        """The mean over the rows of every process's ``y`` (all of the same shape), differentiable:
+        the gradient reaching each process's rows is that of the mean over all of them."""
+        if self.size == 1:
+            return y.mean(dim=0)
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(y.sum(dim=0)) / (y.shape[0] * self.size)
 
     def all_ok(self, ok: bool) -> bool:
         """True if ``ok`` is true on every rank (a collective: every rank must call it)."""

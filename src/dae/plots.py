@@ -1,12 +1,16 @@
-"""Pictures of what a denoising autoencoder learned, drawn with Pillow only.
+"""Pictures of what a denoising autoencoder learned.
 
-* :func:`tile_raster_images` lays many small images out in a grid, as the tutorial's
-  ``utils.tile_raster_images`` does (the 2-D case; written afresh here).
-* :func:`save_filters` shows the rows of ``W.T``: each hidden unit's weights, drawn as an
-  image of the input, like the tutorial's ``filters_corruption_*.png``.
-* :func:`save_reconstructions` shows clean inputs, their corrupted versions and what the
-  dA made of them.
-* :func:`save_learning_curve` draws cost against epoch as a small line chart.
+* Images, as NumPy arrays written with Pillow:
+
+  * :func:`tile_raster_images` lays many small images out in a grid, as the tutorial's
+    ``utils.tile_raster_images`` does (the 2-D case; written afresh here).
+  * :func:`save_filters` shows the rows of ``W.T``: each hidden unit's weights, drawn as an
+    image of the input, like the tutorial's ``filters_corruption_*.png``.
+  * :func:`save_reconstructions` shows clean inputs, their corrupted versions and what the
+    dA made of them.
+
+* Charts, with matplotlib (a private ``Figure`` on the Agg canvas, never pyplot, so it is
+  thread-safe and needs no display): :func:`save_learning_curve` draws cost against epoch.
 
 Every PNG is rendered to memory first and then written with :func:`dae.files.write_bytes`,
 so a failure while drawing never leaves a file (or half a file) behind.
@@ -20,6 +24,9 @@ import os
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 from dae.files import write_bytes
@@ -69,19 +76,6 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     """[0, 1] floats -> 0..255 bytes (rounded; NaN -> 0; out-of-range values clipped)."""
     img = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's built-in font at `size` pixels (needs FreeType; else the small bitmap font)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except Exception:  # Pillow built without FreeType
-        return ImageFont.load_default()
-
-
-def _text_size(font, text: str) -> tuple[int, int]:
-    left, top, right, bottom = font.getbbox(text)
-    return int(math.ceil(right - left)), int(math.ceil(bottom - top))
 
 
 # ------------------------------------------------------------------ tiling (tutorial)
@@ -238,9 +232,13 @@ def save_reconstructions(
         blocks.append(np.repeat(np.repeat(block, zoom, axis=0), zoom, axis=1))
 
     labels = ("clean", "corrupted", "reconstructed")
-    font = _font(12)
-    label_w = max(_text_size(font, s)[0] for s in labels)
-    _, label_h = _text_size(font, "corrupted")  # letters with no descender, for centring
+    try:
+        font = ImageFont.load_default(size=12)
+    except ImportError:  # Pillow built without FreeType: the small bitmap font
+        font = ImageFont.load_default()
+    boxes = [font.getbbox(s) for s in labels]
+    label_w = math.ceil(max(right - left for left, _, right, _ in boxes))
+    label_h = math.ceil(boxes[1][3] - boxes[1][1])  # "corrupted": no descender, for centring
     bh, bw = blocks[0].shape
     gap = max(zoom, label_h + 6 - bh)  # 1 px (x2) between bands, more if labels would touch
     pad = 6
@@ -259,81 +257,6 @@ def save_reconstructions(
 
 # ------------------------------------------------------------------------ learning curve
 
-# Matplotlib's default "tab10" colour cycle (just the RGB values; no matplotlib needed).
-_COLOURS = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-)  # fmt: skip
-
-
-def _axis(lo: float, hi: float, integer: bool = False) -> tuple[float, float, list[float]]:
-    """Axis limits for data in [lo, hi], and 4-6 round ticks (1, 2 or 5 x 10^k apart).
-
-    As matplotlib does by default, the limits are the data range plus a 5 % margin each
-    side, so no point sits on the frame, and the ticks are the multiples of the step inside
-    them. When no step gives 4-6 ticks inside (1 to 15 epochs: step 2 gives 7, step 5 only
-    3), the axis is stretched to the next multiples of the step, on the cheaper side first;
-    the step that stretches it least wins, then the one nearest 5 ticks.
-
-    A zero-width range is widened first (by 10 % of the value, or by 1 around 0 or for
-    integer data). `integer`: no step below 1 (epochs are whole numbers), and a short
-    integer axis keeps its 2 or 3 ticks rather than be stretched.
-    """
-    if hi < lo:
-        lo, hi = hi, lo
-    if hi == lo:
-        pad = abs(lo) * 0.1 or 1.0
-        if integer:
-            pad = max(pad, 1.0)
-        lo, hi = lo - pad, hi + pad
-    margin = 0.05 * (hi - lo)
-    lo, hi = lo - margin, hi + margin
-    e0 = math.floor(math.log10(hi - lo))
-    best = None
-    for e in range(e0 - 2, e0 + 2):
-        for m in (1, 2, 5):
-            step = m * 10.0**e
-            if integer and step < 1:
-                continue
-            first = math.ceil(lo / step - 1e-9)
-            last = math.floor(hi / step + 1e-9)
-            if last - first + 1 > 6:
-                continue
-            while last - first + 1 < 4 and not (integer and step == 1):
-                if lo - (first - 1) * step <= (last + 1) * step - hi:
-                    first -= 1
-                else:
-                    last += 1
-            a, b = min(lo, first * step), max(hi, last * step)
-            key = ((b - a) / (hi - lo), abs(last - first + 1 - 5))
-            if best is None or key < best[0]:
-                best = (key, a, b, [k * step for k in range(first, last + 1)])
-    _, a, b, ticks = best
-    return a, b, ticks
-
-
-def _tick_labels(ticks: Sequence[float]) -> list[str]:
-    """Labels with just enough decimals for the step between ticks: 0, 0.5, 1, 1.5 ..."""
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    biggest = max(abs(t) for t in ticks)
-    if decimals > 6 or biggest >= 1e7:
-        return [f"{t:.6g}" for t in ticks]
-    # `+ 0.0` and the rounding turn -0.0 into 0.0, so no "-0" label appears.
-    return [f"{round(t, decimals) + 0.0:.{decimals}f}" for t in ticks]
-
-
-def _finite_runs(points) -> list[list[tuple[float, float]]]:
-    """Split a series at non-finite points (NaN, inf, or too huge to plot): the runs between."""
-    runs: list[list[tuple[float, float]]] = [[]]
-    for p in points:
-        x, y = float(p[0]), float(p[1])
-        if math.isfinite(x) and math.isfinite(y) and abs(x) < 1e300 and abs(y) < 1e300:
-            runs[-1].append((x, y))
-        elif runs[-1]:
-            runs.append([])
-    return [r for r in runs if r]
-
 
 def save_learning_curve(
     path: str | os.PathLike,
@@ -342,122 +265,36 @@ def save_learning_curve(
     xlabel: str = "epoch",
     ylabel: str = "cost",
     title: str | None = None,
+    logy: bool = False,
 ) -> None:
-    """Save a line chart (about 800 x 500 px RGB PNG) of one or more curves, e.g. cost per epoch.
+    """Save a line chart (800 x 500 px PNG) of one or more curves, e.g. cost per epoch.
 
     series: name -> list of (x, y) points, e.g. ``{"corruption 0%": [(1, 62.4), (2, 57.1)],
     "corruption 30%": [...]}``. Each curve gets its own colour, a marker at every point and
-    an entry in the legend. Points with a NaN or infinite value are skipped (the line breaks
-    there). A single point, a constant curve or no points at all still give a chart.
+    an entry in the legend. Points with a NaN, infinite or huge (>= 1e300) value, and with
+    `logy` y <= 0, are skipped: the line breaks there. A single point, a constant curve or no points at all
+    still give a chart. The x ticks are whole numbers when all x are. logy: log-scale y axis.
     """
-    S = 2  # draw at twice the size, then shrink with a good filter: cheap antialiasing
-    width, height = 800 * S, 500 * S
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    f_tick, f_label, f_title, f_legend = _font(12 * S), _font(14 * S), _font(16 * S), _font(12 * S)
-    ink, grid_ink, frame_ink = (0, 0, 0), (225, 225, 225), (60, 60, 60)
-
-    runs = {name: _finite_runs(points) for name, points in series.items()}
-    xs = [x for rs in runs.values() for r in rs for x, _ in r]
-    ys = [y for rs in runs.values() for r in rs for _, y in r]
-    integer_x = bool(xs) and all(float(x).is_integer() for x in xs)
-    xlo, xhi, xticks = _axis(min(xs), max(xs), integer=integer_x) if xs else _axis(0.0, 1.0)
-    ylo, yhi, yticks = _axis(min(ys), max(ys)) if ys else _axis(0.0, 1.0)
-    xlabels, ylabels = _tick_labels(xticks), _tick_labels(yticks)
-
-    # Margins, from the sizes of the texts around the plot area.
-    tick_len, gap = 5 * S, 6 * S
-    tick_h = _text_size(f_tick, "0123456789")[1]
-    label_h = _text_size(f_label, "Hg")[1]
-    ytick_w = max(_text_size(f_tick, s)[0] for s in ylabels)
-    top = 14 * S + ((_text_size(f_title, title)[1] + 12 * S) if title else 0)
-    bottom = height - (tick_len + gap + tick_h + gap + (label_h + gap if xlabel else 0) + 8 * S)
-    left = 10 * S + (label_h + gap if ylabel else 0) + ytick_w + gap + tick_len
-    # Room on the right for half of the last x tick label.
-    right = width - max(20 * S, _text_size(f_tick, xlabels[-1])[0] // 2 + 8 * S)
-
-    def px(x: float) -> float:
-        return left + (x - xlo) / (xhi - xlo) * (right - left)
-
-    def py(y: float) -> float:
-        return bottom - (y - ylo) / (yhi - ylo) * (bottom - top)
-
-    # Grid, frame, ticks and their labels.
-    for t, s in zip(xticks, xlabels):
-        x = px(t)
-        draw.line([(x, top), (x, bottom)], fill=grid_ink, width=S)
-        draw.line([(x, bottom), (x, bottom + tick_len)], fill=frame_ink, width=S)
-        draw.text((x, bottom + tick_len + gap), s, fill=ink, font=f_tick, anchor="mt")
-    for t, s in zip(yticks, ylabels):
-        y = py(t)
-        draw.line([(left, y), (right, y)], fill=grid_ink, width=S)
-        draw.line([(left - tick_len, y), (left, y)], fill=frame_ink, width=S)
-        draw.text((left - tick_len - gap, y), s, fill=ink, font=f_tick, anchor="rm")
-    draw.rectangle([left, top, right, bottom], outline=frame_ink, width=S)
-
-    # Axis labels and title.
-    if xlabel:
-        draw.text(((left + right) / 2, height - 8 * S), xlabel, fill=ink, font=f_label, anchor="md")
-    if ylabel:
-        w, h = _text_size(f_label, ylabel)
-        label = Image.new("RGB", (w + 4 * S, h + 8 * S), "white")
-        ImageDraw.Draw(label).text((2 * S, 2 * S), ylabel, fill=ink, font=f_label, anchor="lt")
-        label = label.rotate(90, expand=True)
-        img.paste(label, (10 * S - 2 * S, int((top + bottom) / 2 - label.height / 2)))
-    if title:
-        draw.text(((left + right) / 2, 12 * S), title, fill=ink, font=f_title, anchor="mt")
-
-    # The curves: lines, then markers on top. Many points -> smaller markers, then none.
-    pixel_points, radii = [], []
-    for i, rs in enumerate(runs.values()):
-        colour = _COLOURS[i % len(_COLOURS)]
-        n_points = sum(len(r) for r in rs)
-        radius = 4 * S if n_points <= 40 else 2 * S if n_points <= 150 else 0
-        radii.append(radius)
-        for r in rs:
-            pts = [(px(x), py(y)) for x, y in r]
-            pixel_points.extend(pts)
-            for (xa, ya), (xb, yb) in zip(pts, pts[1:]):  # and along the lines, for the legend
-                pixel_points.extend((xa + (xb - xa) * t / 8, ya + (yb - ya) * t / 8) for t in range(1, 8))
-            if len(pts) > 1:
-                draw.line(pts, fill=colour, width=2 * S, joint="curve")
-            for x, y in pts:
-                if radius or len(pts) == 1:  # a lone point is always marked, or it is invisible
-                    rad = radius or 2 * S
-                    draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=colour, outline="white", width=S)
-
-    # Legend, in the corner of the plot area that covers the fewest points.
-    if runs:
-        names = list(runs)
-        sw, sh = 28 * S, _text_size(f_legend, "Hg")[1]
-        row_h = sh + 6 * S
-        box_w = 10 * S + sw + 8 * S + max(_text_size(f_legend, n)[0] for n in names) + 10 * S
-        box_h = 8 * S + row_h * len(names) + 2 * S
-        m = 10 * S
-        corners = [
-            (right - m - box_w, top + m),  # upper right
-            (left + m, top + m),  # upper left
-            (right - m - box_w, bottom - m - box_h),  # lower right
-            (left + m, bottom - m - box_h),  # lower left
-        ]
-
-        def covered(corner):
-            x0, y0 = corner
-            return sum(x0 - 8 * S <= x <= x0 + box_w + 8 * S and y0 - 8 * S <= y <= y0 + box_h + 8 * S
-                       for x, y in pixel_points)  # fmt: skip
-
-        bx, by = min(corners, key=covered)  # first corner wins ties: upper right
-        draw.rounded_rectangle([bx, by, bx + box_w, by + box_h], radius=4 * S, fill="white",
-                               outline=(180, 180, 180), width=S)  # fmt: skip
-        for i, name in enumerate(names):
-            colour = _COLOURS[i % len(_COLOURS)]
-            cy = by + 8 * S + row_h * i + row_h / 2 - 2 * S
-            x0 = bx + 10 * S
-            draw.line([(x0, cy), (x0 + sw, cy)], fill=colour, width=2 * S)
-            r = radii[i]
-            if r:  # the same marker as on the curve, if it has markers
-                draw.ellipse([x0 + sw / 2 - r, cy - r, x0 + sw / 2 + r, cy + r], fill=colour, outline="white", width=S)
-            draw.text((x0 + sw + 8 * S, cy), name, fill=ink, font=f_legend, anchor="lm")
-
-    img = img.resize((width // S, height // S), Image.Resampling.LANCZOS)
-    _save_png(path, np.asarray(img))
+    fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # attaches itself to fig: savefig renders with Agg
+    ax = fig.add_subplot()
+    all_x = []
+    for name, points in series.items():
+        xy = np.array(points, dtype=np.float64).reshape(-1, 2)
+        bad = ~(np.abs(xy) < 1e300).all(axis=1)  # NaN, inf, or too huge for matplotlib
+        if logy:
+            bad |= xy[:, 1] <= 0
+        xy[bad] = np.nan  # matplotlib leaves a gap at a NaN
+        all_x.extend(xy[~bad, 0])
+        ax.plot(xy[:, 0], xy[:, 1], marker="o", markersize=4 if len(xy) <= 50 else 2, label=str(name))
+    if all_x and all(float(x).is_integer() for x in all_x):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend(loc="best")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_bytes(path, buf.getvalue())

@@ -14,6 +14,7 @@ version, each tensor's name, shape and dtype) and anything unexpected is a Model
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,8 +25,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
-from .corruption import NOISES
+from .autoencoder import DenoisingAutoencoder
+from .config import DAConfig, from_dict
 from .stacked import StackedDenoisingAutoencoder
 from .files import write_bytes, write_text
 
@@ -57,11 +58,13 @@ def _architecture(model) -> dict:
     if isinstance(model, DenoisingAutoencoder):
         return {"n_visible": model.n_visible, "n_hidden": model.n_hidden,
                 "corruption_level": model.corruption_level, "noise": model.noise, "tied": model.tied,
-                "loss": model.loss_name, "activation": model.activation}
+                "loss": model.loss_name, "activation": model.activation, "sparsity_target": model.sparsity_target,
+                "sparsity_weight": model.sparsity_weight, "contraction": model.contraction}
     if isinstance(model, StackedDenoisingAutoencoder):
         return {"n_visible": model.n_visible, "hidden_layer_sizes": model.hidden_layer_sizes,
                 "n_classes": model.n_classes,
-                "corruption_levels": [dA.corruption_level for dA in model.autoencoders]}
+                "corruption_levels": [dA.corruption_level for dA in model.autoencoders],
+                "dropout": model.dropout.p, "input_corruption": model.input_corruption}
     raise TypeError(f"cannot save a {type(model).__name__}")
 
 
@@ -106,6 +109,7 @@ def _build(config: dict, where: Path, kind: type | None, tensors: dict[str, torc
     if kind is not None and config["kind"] != kind.__name__:
         raise ModelFileError(f"{where}: a {config['kind']}, not a {kind.__name__}")
     build = builders[config["kind"]]
+    tensors = {_LEGACY_NAMES.get(name, name): t for name, t in tensors.items()}
     try:
         with torch.device("meta"):
             expected = dict(build(config).named_parameters())
@@ -205,18 +209,17 @@ def load_checkpoint(path: str | os.PathLike, kind: type | None = None) -> Checkp
     return Checkpoint(_build(config, path, kind, tensors, path), generator_state, state, optimizer_state, extra)
 
 
+# Files written before the softmax layer became a module named its tensors so.
+_LEGACY_NAMES = {"log_W": "classifier.W", "log_b": "classifier.b"}
+
+
 def _build_dA(config: dict) -> DenoisingAutoencoder:
     _check(_positive_int(config.get("n_visible")), "n_visible must be a positive integer")
-    _check(_positive_int(config.get("n_hidden")), "n_hidden must be a positive integer")
-    _check(_level(config.get("corruption_level")), "corruption_level must be in [0, 1)")
-    _check(config.get("noise") in NOISES, f"noise must be one of {', '.join(NOISES)}")
-    _check(isinstance(config.get("tied"), bool), "tied must be true or false")
-    _check(config.get("loss") in LOSSES, f"loss must be one of {', '.join(LOSSES)}")
-    _check(config.get("activation") in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}")
-    return DenoisingAutoencoder(config["n_visible"], config["n_hidden"],
-                                corruption_level=float(config["corruption_level"]), noise=config["noise"],
-                                tied=config["tied"],
-                                loss=config["loss"], activation=config["activation"])
+    missing = [k for k in ("n_hidden", "corruption_level", "noise", "tied", "loss", "activation") if k not in config]
+    _check(not missing, f"missing {', '.join(missing)}")
+    # Files written before the penalties were saved lack them: they take their defaults (off).
+    settings = {f.name: config[f.name] for f in dataclasses.fields(DAConfig) if f.name in config}
+    return DenoisingAutoencoder.from_config(config["n_visible"], from_dict(DAConfig, settings))
 
 
 def _build_sda(config: dict) -> StackedDenoisingAutoencoder:
@@ -227,7 +230,10 @@ def _build_sda(config: dict) -> StackedDenoisingAutoencoder:
     _check(isinstance(levels, list) and len(levels) == len(sizes) and all(map(_level, levels)),
            "corruption_levels must hold one level in [0, 1) per layer")
     _check(_positive_int(config.get("n_classes")) and config["n_classes"] >= 2, "n_classes must be at least 2")
-    return StackedDenoisingAutoencoder(config["n_visible"], sizes, config["n_classes"], [float(v) for v in levels])
+    dropout, noise = config.get("dropout", 0.0), config.get("input_corruption", 0.0)  # 0: files from before them
+    _check(_level(dropout) and _level(noise), "dropout and input_corruption must be in [0, 1)")
+    return StackedDenoisingAutoencoder(config["n_visible"], sizes, config["n_classes"], [float(v) for v in levels],
+                                       dropout=float(dropout), input_corruption=float(noise))
 
 
 def _check(ok: bool, message: str) -> None:

@@ -30,9 +30,15 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .autoencoder import DenoisingAutoencoder
+from .config import SDA_PRESETS, VALIDATION_FRACTION, TrainRunConfig, merge
 from .distributed import resolve_device
+from .data import split_validation
 from .stacked import StackedDenoisingAutoencoder
-from .training import finetune, pretrain, train
+from .train import finetune, pretrain, train
+
+# The estimators' defaults are those of `dae train` and of `dae sda`'s default preset, read from
+# dae.config (scikit-learn needs them written out in each __init__; a test checks they agree).
+DA, SDA = TrainRunConfig(), SDA_PRESETS["default"]
 
 __all__ = ["DAETransformer", "SdAClassifier"]
 
@@ -81,9 +87,10 @@ class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInt
     activation : {"sigmoid", "tanh", "relu", "linear"}, default="sigmoid"
     tied : bool, default=True
     random_state : int, RandomState instance or None, default=None
-    device : str, default="cpu"
-        Where to train: "cpu", "cuda", "cuda:N" or "auto" (a GPU if there is one).  Inference
+    device : str, default="auto"
+        Where to train: "auto" (a GPU if there is one), "cpu", "cuda" or "cuda:N".  Inference
         (transform, score_samples) runs on the CPU in float64.
+    The defaults are those of ``dae train`` (:class:`dae.config.TrainRunConfig`), the tutorial's.
 
     Attributes
     ----------
@@ -98,9 +105,10 @@ class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInt
     >>> clf = make_pipeline(DAETransformer(n_hidden=100, random_state=0), LogisticRegression())
     """
 
-    def __init__(self, n_hidden=500, n_epochs=15, learning_rate=0.1, batch_size=20, corruption_level=0.3,
-                 noise="masking", loss="cross-entropy", activation="sigmoid", tied=True, random_state=None,
-                 device="cpu"):
+    def __init__(self, n_hidden=DA.model.n_hidden, n_epochs=DA.training.epochs,
+                 learning_rate=DA.training.learning_rate, batch_size=DA.training.batch_size,
+                 corruption_level=DA.model.corruption_level, noise=DA.model.noise, loss=DA.model.loss,
+                 activation=DA.model.activation, tied=DA.model.tied, random_state=None, device=DA.device):
         self.n_hidden = n_hidden
         self.n_epochs = n_epochs
         self.learning_rate = learning_rate
@@ -127,20 +135,28 @@ class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInt
             self._build(X)
         return self._train(X, 1)
 
+    def _config(self, n_rows: int) -> TrainRunConfig:
+        """The settings as a checked config (a bad one raises ValueError)."""
+        return merge(DA, {"device": self.device,
+                          "model": {"n_hidden": self.n_hidden, "corruption_level": self.corruption_level,
+                                    "noise": self.noise, "loss": self.loss, "activation": self.activation,
+                                    "tied": self.tied},
+                          "training": {"epochs": self.n_epochs, "learning_rate": self.learning_rate,
+                                       "batch_size": min(self.batch_size, n_rows), "shuffle": False}})
+
     def _build(self, X: np.ndarray) -> None:
-        self.fit_range(X, self.loss == "cross-entropy")
-        seed, device = _seed(self.random_state), resolve_device(self.device)
+        config = self._config(len(X))
+        self.fit_range(X, config.model.loss == "cross-entropy")
+        seed, device = _seed(self.random_state), resolve_device(config.device)
         init = torch.Generator().manual_seed(seed)
-        self.model_ = DenoisingAutoencoder(
-            X.shape[1], self.n_hidden, corruption_level=self.corruption_level, noise=self.noise, tied=self.tied,
-            loss=self.loss, activation=self.activation, generator=init).to(device)
+        self.model_ = DenoisingAutoencoder.from_config(X.shape[1], config.model, generator=init).to(device)
         self._generator = _noise_generator(init, seed, device)
         self.history_ = []
 
     def _train(self, X: np.ndarray, epochs: int):
         x = self.to_tensor(X)
-        self.history_ += train(self.model_, x, epochs=epochs, learning_rate=self.learning_rate,
-                               batch_size=min(self.batch_size, len(x)), generator=self._generator)
+        config = self._config(len(x)).training
+        self.history_ += train(self.model_, x, config, epochs=epochs, generator=self._generator)
         self.components_ = self.model_.W.detach().cpu().numpy().T.copy()
         self._n_features_out = self.n_hidden
         # Inference in float64, so that a row's result does not depend on the rows computed
@@ -192,8 +208,8 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     Parameters
     ----------
     hidden_layer_sizes : tuple of int, default=(1000, 1000, 1000)  (tutorial)
-    corruption_levels : tuple of float or None, default=None (the tutorial's 0.1, 0.2, 0.3, ...
-        for up to three layers, 0.3 beyond)
+    corruption_levels : tuple of float or None, default=None (the tutorial's 0.1, 0.2, 0.3, the
+        last repeated for deeper stacks: :func:`dae.config.default_corruption_levels`)
     pretrain_epochs : int, default=10
     pretrain_learning_rate : float, default=0.05
     pretrain_batch_size : int, default=20
@@ -201,13 +217,14 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     learning_rate : float, default=0.1
     batch_size : int, default=100
     momentum : float, default=0.9
+    schedule : {"constant", "cosine"}, default="cosine"
     dropout : float, default=0.2
     input_corruption : float, default=0.1
-    validation_fraction : float, default=1/6 (MNIST's 10,000 of 60,000)
+    validation_fraction : float, default=1/6 (MNIST's 10,000 of 60,000), drawn at random
     random_state : int, RandomState instance or None, default=None
-    device : str, default="cpu"
-        Where to train and predict: "cpu", "cuda", "cuda:N" or "auto" (a GPU if there is one).
-    The defaults are those of ``dae sda``'s default preset.
+    device : str, default="auto"
+        Where to train and predict: "auto" (a GPU if there is one), "cpu", "cuda" or "cuda:N".
+    The defaults are those of ``dae sda``'s default preset (``dae.config.SDA_PRESETS["default"]``).
 
     Attributes
     ----------
@@ -216,10 +233,13 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     n_features_in_, feature_names_in_, input_range_, result_ (a FinetuneResult)
     """
 
-    def __init__(self, hidden_layer_sizes=(1000, 1000, 1000), corruption_levels=None, pretrain_epochs=10,
-                 pretrain_learning_rate=0.05, pretrain_batch_size=20, finetune_epochs=80, learning_rate=0.1,
-                 batch_size=100, momentum=0.9, dropout=0.2, input_corruption=0.1, validation_fraction=1 / 6,
-                 random_state=None, device="cpu"):
+    def __init__(self, hidden_layer_sizes=SDA.model.hidden_layer_sizes, corruption_levels=None,
+                 pretrain_epochs=SDA.pretraining.epochs, pretrain_learning_rate=SDA.pretraining.learning_rate,
+                 pretrain_batch_size=SDA.pretraining.batch_size, finetune_epochs=SDA.finetuning.epochs,
+                 learning_rate=SDA.finetuning.learning_rate, batch_size=SDA.finetuning.batch_size,
+                 momentum=SDA.finetuning.momentum, schedule=SDA.finetuning.schedule, dropout=SDA.model.dropout,
+                 input_corruption=SDA.model.input_corruption, validation_fraction=VALIDATION_FRACTION,
+                 random_state=None, device=SDA.device):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.corruption_levels = corruption_levels
         self.pretrain_epochs = pretrain_epochs
@@ -229,43 +249,47 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.momentum = momentum
+        self.schedule = schedule
         self.dropout = dropout
         self.input_corruption = input_corruption
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.device = device
 
+    def _config(self, n_rows: int):
+        """The settings as a checked config (a bad one raises ValueError)."""
+        levels = None if self.corruption_levels is None else list(self.corruption_levels)
+        return merge(SDA, {"device": self.device,
+                           "model": {"hidden_layer_sizes": list(self.hidden_layer_sizes), "corruption_levels": levels,
+                                     "dropout": self.dropout, "input_corruption": self.input_corruption},
+                           "pretraining": {"epochs": self.pretrain_epochs, "learning_rate": self.pretrain_learning_rate,
+                                           "batch_size": min(self.pretrain_batch_size, n_rows)},
+                           "finetuning": {"epochs": self.finetune_epochs, "learning_rate": self.learning_rate,
+                                          "batch_size": min(self.batch_size, n_rows), "momentum": self.momentum,
+                                          "schedule": self.schedule}})
+
     def fit(self, X, y):
         """Pre-train, then fine-tune on (X, y)."""
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
             raise ValueError(f"SdAClassifier needs samples of at least 2 classes; got 1 class: {self.classes_[0]!r}")
         self.fit_range(X, True)
         x, labels = self.to_tensor(X), torch.tensor(encoder.transform(y), dtype=torch.int64)
-        seed, device = _seed(self.random_state), resolve_device(self.device)
+        seed = _seed(self.random_state)
+        (xt, yt), valid = split_validation(x, labels, self.validation_fraction, seed)
+        config = self._config(len(xt))
+        device = resolve_device(config.device)
         g = torch.Generator().manual_seed(seed)
-        sizes = list(self.hidden_layer_sizes)
-        levels = self.corruption_levels or [(0.1, 0.2, 0.3)[k] if k < 3 else 0.3 for k in range(len(sizes))]
-        self.model_ = StackedDenoisingAutoencoder(X.shape[1], sizes, len(self.classes_), levels, generator=g)
-        self.model_.to(device)
-        order = torch.randperm(len(x), generator=g)
-        n_valid = int(len(x) * self.validation_fraction)
-        if n_valid >= 1 and len(x) - n_valid >= 1:
-            train_idx, valid_idx = order[n_valid:], order[:n_valid]
-            valid = (x[valid_idx], labels[valid_idx])
-        else:
-            train_idx, valid = order, None
-        xt, yt = x[train_idx], labels[train_idx]
+        self.model_ = StackedDenoisingAutoencoder.from_config(X.shape[1], len(self.classes_), config.model,
+                                                              generator=g).to(device)
         g = _noise_generator(g, seed, device)
-        pretrain(self.model_, xt, epochs=self.pretrain_epochs, learning_rate=self.pretrain_learning_rate,
-                 batch_size=min(self.pretrain_batch_size, len(xt)), generator=g)
-        self.result_ = finetune(self.model_, (xt, yt), valid, max_epochs=self.finetune_epochs,
-                                learning_rate=self.learning_rate, batch_size=min(self.batch_size, len(xt)),
-                                momentum=self.momentum, schedule="cosine", shuffle=True,
-                                input_corruption=self.input_corruption, dropout=self.dropout, generator=g)
+        pretrain(self.model_, xt, config.pretraining, generator=g)
+        self.result_ = finetune(self.model_, (xt, yt), valid, None, config.finetuning, generator=g)
         return self
 
     def predict_proba(self, X):
@@ -273,7 +297,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         check_is_fitted(self)
         x = self.to_tensor(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
         with torch.no_grad():
-            return self.model_.predict_proba(x.to(self.model_.log_W.device)).cpu().numpy().astype(np.float64)
+            return self.model_.predict_proba(x.to(self.model_.classifier.W.device)).cpu().numpy().astype(np.float64)
 
     def predict(self, X):
         """The most probable class of each row."""

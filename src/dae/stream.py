@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import operator
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -96,50 +96,65 @@ class NpyStream:
 
     def read(self, index: int) -> torch.Tensor:
         """Chunk `index` as a float32, C-contiguous (rows, n_cols) tensor, checked."""
-        return self._read_rows(self._first_row(index), self.chunk_rows_of(index))
+        return self.read_rows(self._first_row(index), self.chunk_rows_of(index))
 
     def head(self, n: int) -> torch.Tensor:
         """The first min(n, n_rows) rows (e.g. to initialise or preview a model)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return self._read_rows(0, min(n, self.n_rows))
+        return self.read_rows(0, min(n, self.n_rows))
 
     def epoch(self, chunk_ids: Sequence[int],
               generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-        """Iterate over the chunks in the order of `chunk_ids`, reading one ahead.
-
-        With a `generator`, the rows of each chunk are permuted by
-        ``torch.randperm(rows, generator=generator)``, drawn in this thread in chunk
-        order (chunk k's when its read starts, just before chunk k-1 is yielded), so
-        the same generator state gives the same epoch. The read-ahead thread ends when
-        the iterator is exhausted or closed: to stop early, break out of the loop or
-        call ``close()`` (``contextlib.closing`` does it on exceptions too).
-        """
+        """Iterate over the chunks in the order of `chunk_ids`, reading one ahead
+        (:meth:`read_ahead` of the chunks' rows)."""
         ids = [self._check_index(i) for i in chunk_ids]  # fail now, not at next()
-        return self._epoch(ids, generator)
+        return self.read_ahead([(self._first_row(i), self.chunk_rows_of(i)) for i in ids], generator)
 
-    def _epoch(self, ids: list[int], generator: torch.Generator | None
-               ) -> Iterator[torch.Tensor]:
+    def read_ahead(self, spans: Iterable[tuple[int, int]],
+                   generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """:meth:`read_rows` of each ``(first, count)`` of `spans` in turn, the next one
+        read in a background thread while the caller works on the current one.
+
+        With a `generator`, the rows of each span are permuted by
+        ``torch.randperm(count, generator=generator)``, drawn in this thread in span
+        order (span k's when its read starts, just before span k-1 is yielded), so the
+        same generator state gives the same rows. The read-ahead thread ends when the
+        iterator is exhausted or closed: to stop early, break out of the loop or call
+        ``close()`` (``contextlib.closing`` does it on exceptions too). Nothing is read
+        before the first ``next()``.
+        """
+        spans = [self._check_span(first, count) for first, count in spans]  # fail now
+        return self._read_ahead(spans, generator)
+
+    def _read_ahead(self, spans: list[tuple[int, int]], generator: torch.Generator | None
+                    ) -> Iterator[torch.Tensor]:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dae-npy-read")
 
-        def start(index: int) -> Future:
-            perm = (None if generator is None else
-                    torch.randperm(self.chunk_rows_of(index), generator=generator))
-            return pool.submit(self._read_chunk, index, perm)
+        def start(first: int, count: int) -> Future:
+            perm = None if generator is None else torch.randperm(count, generator=generator)
+            return pool.submit(self._read_span, first, count, perm)
 
         try:
-            pending = start(ids[0]) if ids else None
-            for k in range(len(ids)):
-                chunk = pending.result()  # re-raises the reader's DataError here
-                pending = start(ids[k + 1]) if k + 1 < len(ids) else None
-                yield chunk
-                del chunk  # do not keep it alive while the next one is read
+            pending = start(*spans[0]) if spans else None
+            for k in range(len(spans)):
+                rows = pending.result()  # re-raises the reader's DataError here
+                pending = start(*spans[k + 1]) if k + 1 < len(spans) else None
+                yield rows
+                del rows  # do not keep it alive while the next one is read
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _read_chunk(self, index: int, perm: torch.Tensor | None) -> torch.Tensor:
-        x = self.read(index)
+    def _read_span(self, first: int, count: int, perm: torch.Tensor | None) -> torch.Tensor:
+        x = self.read_rows(first, count)
         return x if perm is None else x.index_select(0, perm)
+
+    def _check_span(self, first: int, count: int) -> tuple[int, int]:
+        first, count = operator.index(first), operator.index(count)
+        if first < 0 or count < 0 or first + count > self.n_rows:
+            raise IndexError(f"rows {first} to {first + count - 1} out of range: {self.path}"
+                             f" has {self.n_rows} rows")
+        return first, count
 
     def _check_index(self, index: int) -> int:
         index = operator.index(index)
@@ -151,8 +166,10 @@ class NpyStream:
     def _first_row(self, index: int) -> int:
         return self._check_index(index) * self.chunk_rows
 
-    def _read_rows(self, first: int, count: int) -> torch.Tensor:
-        """Rows first..first+count-1 of the file, converted to float32 and checked."""
+    def read_rows(self, first: int, count: int) -> torch.Tensor:
+        """Rows first..first+count-1 of the file as a float32, C-contiguous
+        (count, n_cols) tensor, checked (a DataError names the file's row at fault)."""
+        first, count = self._check_span(first, count)
         raw = np.empty((count, self.n_cols), dtype=self.dtype)
         view = memoryview(raw.reshape(-1).view(np.uint8))
         position = self._offset + first * self.n_cols * self.dtype.itemsize

@@ -1,0 +1,354 @@
+"""Whole runs, as the command line starts them and as Python can: config in, a run folder and a summary out.
+
+* :func:`run_train`: one dA (``dae train``); :func:`run_tutorial`: the tutorial's two dAs, corruption
+  0% and 30% (``dae tutorial``); :func:`run_sda`: pre-training and fine-tuning of a stack
+  (``dae sda``).
+
+Each: config -> data -> batches -> model -> :mod:`dae.train` -> :class:`dae.runs.RunFolder`, and
+returns its summary (the dict written to ``summary.json``).  ``say`` prints the tutorial's
+messages (``print`` by default; ``None`` for silence).  Checkpoints are written as the run goes,
+and ``resume=FOLDER`` continues a run from its last one, bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .autoencoder import DenoisingAutoencoder
+from .batches import make_batches
+from .config import (STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, SdARunConfig, TrainRunConfig, from_dict, merge,
+                     to_dict)
+from .data import DataError, Dataset, Split, labelled_splits, load_data
+from .distributed import SINGLE, World
+from .plots import save_filters, save_learning_curve, save_reconstructions
+from .runs import RunFolder, generators, restore
+from .saving import GENERATORS, load_generator_states, load_model, save_generator_states, save_model
+from .stacked import StackedDenoisingAutoencoder
+from .stream import NpyStream
+from .train import EpochResult, FinetuneEpoch, TrainState, finetune, pretrain, train
+
+N_PICTURE_EXAMPLES = 10  # digits shown in reconstructions.png
+Say = Callable[[str], None] | None
+
+
+# --- one dA ------------------------------------------------------------------------------------
+
+
+def run_train(config: TrainRunConfig | None = None, out=None, *, resume=None, world: World | None = None,
+              say: Say = print, progress: bool = False) -> dict:
+    """Train one dA as ``config`` says, into the run folder ``out`` (default ``runs/train-<time>``)."""
+    world, say = world or SINGLE, say or _silent
+    checkpoint = None
+    if resume is not None:
+        run, checkpoint = RunFolder.resume(resume, world, DenoisingAutoencoder)
+        config = from_dict(TrainRunConfig, checkpoint.state["config"])  # the run's own settings
+    config = config or TrainRunConfig()
+    data = load_train_data(config, world)
+    x = data.train.x
+    if checkpoint is None:
+        run = RunFolder.create(out, "train", world)
+    elif checkpoint.model.n_visible != _cols(x):
+        raise DataError(f"--resume {resume}: the data {config.data} no longer fit the checkpoint's model")
+    streamed = " streamed from disk" if isinstance(x, NpyStream) else ""
+    say(f"Training a {_cols(x)}-{config.model.n_hidden} dA on {data.name} ({_rows(x)} examples{streamed}), "
+        f"corruption {config.model.corruption_level:g}, {_where(world)}, writing to {run.path}")
+    with run.removed_if_empty_on_failure():
+        return _fit_dA(config, data, run, world, say, progress, checkpoint)
+
+
+def run_tutorial(config: TrainRunConfig | None = None, out=None, *, world: World | None = None, say: Say = print,
+                 progress: bool = False) -> dict:
+    """The tutorial's experiment: the dA of ``config`` with corruption 0% and then 30%, each in its
+    own sub-folder, their filters side by side and one learning curve."""
+    world, say, config = world or SINGLE, say or _silent, config or TrainRunConfig()
+    data = load_train_data(config, world)
+    run = RunFolder.create(out, "tutorial", world)
+    say(f"The tutorial's experiment on {data.name}: a {_cols(data.train.x)}-{config.model.n_hidden} dA with "
+        f"corruption 0% and 30%, {_where(world)}, writing to {run.path}")
+    runs, curves = [], {}
+    with run.removed_if_empty_on_failure():
+        run.write_config(config)
+        for level in TUTORIAL_CORRUPTION_LEVELS:
+            name = f"corruption_{round(level * 100)}"
+            part = run.sub(name)
+            summary = _fit_dA(merge(config, {"model": {"corruption_level": level}}), data, part, world, say, progress)
+            runs.append(summary)
+            curves[f"corruption {level:.0%}"] = [(r["epoch"], r["cost"]) for r in part.metrics]
+            if run.main:
+                (run.path / f"filters_{name}.png").write_bytes((part.path / "filters.png").read_bytes())
+    run.picture(save_learning_curve, "learning_curve.png", curves, title=f"dA on {data.name}: mean training cost")
+    summary = {"runs": runs}
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def _fit_dA(config: TrainRunConfig, data: Dataset, run: RunFolder, world: World, say, progress: bool,
+            checkpoint=None) -> dict:
+    """Train one dA into ``run``: checkpoints every ``checkpoint_every`` epochs, then the model,
+    its pictures and its summary."""
+    x = data.train.x
+    init, generator = generators(config.seed, world)
+    if checkpoint is None:
+        model, state = DenoisingAutoencoder.from_config(_cols(x), config.model, generator=init), TrainState()
+    else:
+        model = checkpoint.model
+        config, state = restore(checkpoint, TrainRunConfig, world, generator, EpochResult)
+    model.to(world.device)
+    batches = make_batches(x, batch_size=config.training.batch_size, world=world, device=world.device)
+    shuffle = isinstance(x, NpyStream) if config.training.shuffle is None else config.training.shuffle
+    config = merge(config, {"training": {"shuffle": shuffle}})  # the resolved config is the one written
+    run.write_config(config)
+    epochs = config.training.epochs
+
+    def report(r: EpochResult) -> None:
+        say(f"Training epoch {r.epoch}, cost {r.cost:.2f}")
+        run.log({"epoch": r.epoch, "cost": r.cost, "seconds": round(r.seconds, 4)})
+        if r.epoch % config.checkpoint_every == 0 or r.epoch == epochs:
+            run.checkpoint(model, generator, config, state)
+
+    try:
+        train(model, batches, config.training, generator=generator, callback=report, progress=progress, state=state,
+              order_seed=config.seed, world=world)
+    except KeyboardInterrupt:
+        run.write_interrupted("dae train", epochs_done=state.epoch, epochs=epochs,
+                              final_cost=state.history[-1].cost if state.history else None)
+        raise
+    history = state.history
+    seconds = sum(r.seconds for r in history)
+    say(f"The {config.model.corruption_level:.0%} corruption code ran for {seconds / 60:.2f}m ({seconds:.1f} s)")
+    summary = {
+        "data": data.name, "n_train": batches.n_used, "n_visible": _cols(x), **_plain(config.model),
+        **_plain(config.training), "epochs": len(history), "global_batch_size": batches.batch_size * world.size,
+        "world_size": world.size, "device": str(world.device), "streamed": isinstance(x, NpyStream),
+        "seed": config.seed, "final_cost": history[-1].cost, "train_seconds": round(seconds, 3),
+        "seconds_per_epoch": round(seconds / len(history), 4),
+        "examples_per_second": round(batches.n_used * len(history) / max(seconds, 1e-9), 1),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    if run.main:
+        save_model(model, run.path, image_shape=data.image_shape, data=data.name)
+        source = data.test or data.valid or data.train
+        shown = (source.x.head(N_PICTURE_EXAMPLES) if isinstance(source.x, NpyStream)
+                 else source.x[:N_PICTURE_EXAMPLES]).to(world.device)
+        with torch.no_grad():
+            corrupted = model.corrupt(shown, generator)
+            run.picture(save_reconstructions, "reconstructions.png", shown, corrupted,
+                        model.decode(model.encode(corrupted)), data.image_shape)
+        run.picture(save_filters, "filters.png", model.W.detach(), data.image_shape)
+        curve = {f"corruption {config.model.corruption_level:.0%}": [(r.epoch, r.cost) for r in history]}
+        run.picture(save_learning_curve, "learning_curve.png", curve, title=f"dA on {data.name}: mean training cost")
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def load_train_data(config: TrainRunConfig, world: World) -> Dataset:
+    """The data of ``config.data``; a .npy file over ``STREAM_BYTES`` (or any, with ``stream=True``)
+    is not loaded but streamed: its training split is then an :class:`NpyStream`."""
+    path = Path(config.data)
+    is_npy = path.suffix.lower() == ".npy" and path.is_file()
+    if config.stream and not is_npy:
+        raise DataError(f"--stream reads .npy files; {config.data} is not one")
+    if config.stream or (config.stream is None and is_npy and path.stat().st_size > STREAM_BYTES):
+        stream = NpyStream(path, loss=config.model.loss)
+        data = Dataset(Split(stream), None, None, stream.image_shape, stream.name)
+    else:
+        data = load_data(config.data, loss=config.model.loss)
+    n, B = _rows(data.train.x), config.training.batch_size
+    if n < B * world.size:
+        per = "" if world.size == 1 else f" x {world.size} processes"
+        raise DataError(f"the batch size {B}{per} is larger than the {n} training examples in {config.data}")
+    return data
+
+
+# --- stacked denoising autoencoders ------------------------------------------------------------
+
+
+def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world: World | None = None,
+            say: Say = print, progress: bool = False, preset: str | None = None) -> dict:
+    """Pre-train and fine-tune a stack as ``config`` says (default: the tutorial's ``SdA.py``), into
+    the run folder ``out``.  A checkpoint follows every epoch of either phase; ``pretrained/``
+    keeps the model after each pre-trained layer, with the generators' states, from which
+    ``config.pretrained`` fine-tunes again."""
+    world, say = world or SINGLE, say or _silent
+    checkpoint = None
+    if resume is not None:
+        run, checkpoint = RunFolder.resume(resume, world, StackedDenoisingAutoencoder)
+        config = from_dict(SdARunConfig, checkpoint.state["config"])
+        preset = checkpoint.state.get("preset")
+    config = config or SdARunConfig()
+    data = load_data(config.data, loss="cross-entropy")
+    (x, y), valid, test = labelled_splits(data, config.data, config.seed)
+    n_classes = int(y.max()) + 1
+    for name, part in (("validation", valid), ("test", test)):
+        if part is not None and (int(part[1].max()) >= n_classes or n_classes < 2):
+            raise DataError(f"{config.data}: labels must be integers 0..K-1 with K >= 2, and the {name} labels "
+                            f"within the training labels' range 0..{n_classes - 1}")
+    batch = max(config.finetuning.batch_size, config.pretraining.batch_size)
+    if len(x) < batch * world.size:
+        per = "" if world.size == 1 else f" x {world.size} processes"
+        raise DataError(f"the batch size{per} is larger than the {len(x)} training examples in {config.data}")
+    init, generator = generators(config.seed, world)
+    if checkpoint is not None:
+        model = checkpoint.model
+        config, state = restore(checkpoint, SdARunConfig, world, generator)
+        phase = checkpoint.state["phase"]
+    else:
+        phase, state = ("pretrain" if config.pretrain and config.pretrained is None else "finetune"), TrainState()
+        if config.pretrained is not None:
+            model = load_model(config.pretrained, kind=StackedDenoisingAutoencoder)
+            _continue_generator(Path(config.pretrained) / GENERATORS, config.seed, world, generator)
+        else:
+            model = StackedDenoisingAutoencoder.from_config(x.shape[1], n_classes, config.model, generator=init)
+        run = RunFolder.create(out, "sda", world)
+    if model.n_visible != x.shape[1] or model.n_classes != n_classes:
+        raise DataError(f"the model has {model.n_visible} inputs and {model.n_classes} classes, "
+                        f"the data {x.shape[1]} and {n_classes}")
+    model.to(world.device)
+    sizes = "-".join(str(n) for n in [x.shape[1], *model.hidden_layer_sizes, n_classes])
+    say(f"SdA {sizes} on {data.name} ({len(x)} train, {len(valid[0])} valid, {0 if test is None else len(test[0])} "
+        f"test examples), preset {preset or 'none'}, {_where(world)}, writing to {run.path}")
+    sda = _SdARun(config, run, model, generator, state, world, say, progress, preset, data,
+                  checkpoint.state.get("clock") if checkpoint is not None else None)
+    try:
+        with run.removed_if_empty_on_failure():
+            run.write_config(config)
+            if phase == "pretrain":
+                sda.pretrain(x)
+            return sda.finetune((x, y), valid, test)
+    except KeyboardInterrupt:
+        run.write_interrupted("dae sda", epochs_done=len(run.metrics))
+        raise
+
+
+class _SdARun:
+    """The two phases of one `dae sda` run, their metrics, checkpoints and clock."""
+
+    def __init__(self, config: SdARunConfig, run: RunFolder, model, generator, state: TrainState, world: World,
+                 say, progress: bool, preset: str | None, data: Dataset, clock: dict | None) -> None:
+        self.config, self.run, self.model, self.generator, self.state = config, run, model, generator, state
+        self.world, self.say, self.progress, self.preset, self.data = world, say, progress, preset, data
+        self.clock = clock or {"pretrain": 0.0, "finetune": 0.0}
+        self.since = time.perf_counter()
+
+    def tick(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.clock[phase] += now - self.since
+        self.since = now
+
+    def save(self, phase: str) -> None:
+        self.tick(phase)
+        self.run.checkpoint(self.model, self.generator, self.config, self.state, phase=phase, clock=self.clock,
+                            preset=self.preset)
+
+    def pretrain(self, x: torch.Tensor) -> None:
+        config, run, say = self.config, self.run, self.say
+
+        def report(layer: int, r: EpochResult) -> None:
+            say(f"Pre-training layer {layer}, epoch {r.epoch}, cost {r.cost:.2f}")
+            run.log({"phase": "pretrain", "layer": layer, "epoch": r.epoch, "cost": r.cost,
+                     "seconds": round(r.seconds, 4)})
+            self.save("pretrain")
+
+        def layer_done(layer: int) -> None:
+            states = self.world.gather_bytes(self.generator.get_state())  # a collective: every rank takes part
+            if run.main:
+                save_model(self.model, run.path / "pretrained", pretrained_layers=layer,
+                           image_shape=self.data.image_shape)
+                save_generator_states(run.path / "pretrained" / GENERATORS, states, config.seed)
+
+        pretrain(self.model, x, config.pretraining, generator=self.generator, callback=report,
+                 after_layer=layer_done, progress=self.progress, state=self.state, order_seed=config.seed,
+                 world=self.world)
+        self.tick("pretrain")
+        self.state.__dict__.update(vars(TrainState()))  # fine-tuning starts afresh
+        say(f"The pretraining code ran for {self.clock['pretrain'] / 60:.2f}m")
+
+    def finetune(self, train_set, valid, test) -> dict:
+        config, run, say, model = self.config, self.run, self.say, self.model
+        curves: dict = {}
+        for m in run.metrics:
+            if m["phase"] == "pretrain":
+                curves.setdefault(f"layer {m['layer']}", []).append((m["epoch"], m["cost"]))
+        if curves:
+            run.picture(save_learning_curve, "pretrain_curve.png", curves,
+                        title="Pre-training: mean cost of each layer's dA")
+
+        def report(e: FinetuneEpoch) -> None:
+            if e.complete:
+                say(f"epoch {e.epoch}, validation error {e.valid_error:.2%}")
+            if e.test_error is not None:
+                say(f"     epoch {e.epoch}, test error of best model {e.test_error:.2%}")
+            run.log({"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss, "valid_error": e.valid_error,
+                     "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4),
+                     "complete": e.complete})
+            self.save("finetune")
+
+        self.since = time.perf_counter()
+        result = finetune(model, train_set, valid, test, config.finetuning, generator=self.generator, callback=report,
+                          progress=self.progress, state=self.state, order_seed=config.seed, world=self.world)
+        self.tick("finetune")
+        test_text = "" if result.test_error is None else f" with test performance {result.test_error:.2%}"
+        say(f"Optimization complete with best validation score of {result.best_valid_error:.2%}, "
+            f"at epoch {result.best_epoch}{test_text}")
+        say(f"The fine tuning code ran for {self.clock['finetune'] / 60:.2f}m")
+        pre, fine = self.clock["pretrain"], self.clock["finetune"]
+        summary = {
+            "data": self.data.name, "preset": self.preset, "pretrained": config.pretrain,
+            "best_valid_error": result.best_valid_error, "test_error": result.test_error,
+            "best_epoch": result.best_epoch, "finetune_epochs_run": len(result.history),
+            "stopped_by": result.stopped_by, "pretrain_seconds": round(pre, 3), "finetune_seconds": round(fine, 3),
+            "total_seconds": round(pre + fine, 3), "n_train": len(train_set[0]), "n_valid": len(valid[0]),
+            "n_test": None if test is None else len(test[0]), "n_classes": model.n_classes,
+            "world_size": self.world.size, "global_batch_size": config.finetuning.batch_size * self.world.size,
+            "device": str(self.world.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "config": to_dict(config),
+        }
+        if run.main:
+            save_model(model, run.path, image_shape=self.data.image_shape, data=self.data.name)
+            run.picture(save_filters, "filters.png", model.hidden[0].W.detach(), self.data.image_shape)
+            errors = {"validation": [(e.epoch, 100 * e.valid_error) for e in result.history],
+                      "test (at new bests)": [(e.epoch, 100 * e.test_error) for e in result.history
+                                              if e.test_error is not None]}
+            run.picture(save_learning_curve, "finetune_curve.png", errors, ylabel="error (%)",
+                        title="Fine-tuning: error rates")
+        run.write_json("summary.json", summary)
+        return summary
+
+
+def _continue_generator(path: Path, seed: int, world: World, generator: torch.Generator) -> None:
+    """Continue this process's random stream where the pre-training run left it, so that
+    fine-tuning from ``pretrained`` draws what that run's fine-tuning drew (with the same seed,
+    number of processes and kind of device; else it starts from the seed)."""
+    if not path.is_file():
+        return
+    states, saved_seed = load_generator_states(path)
+    if saved_seed == seed and len(states) == world.size:
+        try:
+            generator.set_state(states[world.rank])
+        except (RuntimeError, TypeError):  # a state for another kind of device
+            pass
+
+
+def _plain(config) -> dict:
+    return {k: v for k, v in to_dict(config).items() if k != "version"}
+
+
+def _rows(x) -> int:
+    return x.n_rows if isinstance(x, NpyStream) else x.shape[0]
+
+
+def _cols(x) -> int:
+    return x.n_cols if isinstance(x, NpyStream) else x.shape[1]
+
+
+def _where(world: World) -> str:
+    return f"on {world.device}" if world.size == 1 else f"on {world.size} processes ({world.device.type})"
+
+
+def _silent(message: str) -> None:
+    pass
+
