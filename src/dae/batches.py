@@ -20,7 +20,19 @@ from .data import DataError
 from .distributed import SINGLE, World
 from .stream import NpyStream
 
-__all__ = ["Batches", "StreamBatches", "TensorBatches", "make_batches"]
+__all__ = ["Batches", "StreamBatches", "TensorBatches", "make_batches", "steps_per_epoch"]
+
+
+def steps_per_epoch(n_rows: int, batch_size: int, world: World, what: object) -> int:
+    """Minibatches per epoch on each process: the one rule, which needs at least one (a DataError
+    naming ``what``, the data, if there is not)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    steps = n_rows // (batch_size * world.size)
+    if steps == 0:
+        per = "" if world.size == 1 else f" x {world.size} processes"
+        raise DataError(f"batch size {batch_size}{per} exceeds the {n_rows} rows of {what}")
+    return steps
 
 
 class Batches:
@@ -34,13 +46,8 @@ class Batches:
     steps: int
 
     def _setup(self, n_rows: int, n_cols: int, batch_size: int, world: World, what: object) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.n_rows, self.n_cols, self.batch_size, self.world = n_rows, n_cols, batch_size, world
-        self.steps = n_rows // (batch_size * world.size)
-        if self.steps == 0:
-            per = "" if world.size == 1 else f" x {world.size} processes"
-            raise ValueError(f"batch size {batch_size}{per} exceeds the {n_rows} rows of {what}")
+        self.steps = steps_per_epoch(n_rows, batch_size, world, what)
 
     @property
     def n_used(self) -> int:

@@ -224,12 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"dae {args.command} runs in one process: run it without torchrun")
             return (run_encode if args.command == "encode" else run_score)(args)
         if getattr(args, "resume", None) is not None:
-            options = SDA_OPTIONS if args.command == "sda" else DA_OPTIONS
-            given = [flag for flag, path, _ in options if getattr(args, path) is not None]
-            given += [flag for flag in ("config", "out", "preset") if getattr(args, flag, None) is not None]
-            if given:  # else silently ignored: the run goes on with its own settings
-                flag = given[0] if given[0].startswith("--") else f"--{given[0]}"
-                raise UsageError(f"--resume continues a run with its own settings; {flag} cannot change them")
+            _check_nothing_but_resume(args)
             config = None
         elif args.command == "sda":
             config = config_from_args(args, SDA_OPTIONS, SDA_PRESETS[args.preset or "default"])
@@ -260,6 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _check_nothing_but_resume(args: argparse.Namespace) -> None:
+    """A resumed run goes on with its own settings: refuse any given with --resume rather than ignore it."""
+    options = SDA_OPTIONS if args.command == "sda" else DA_OPTIONS
+    given = [flag for flag, path, _ in options if getattr(args, path) is not None]
+    given += [f"--{name}" for name in ("config", "out", "preset") if getattr(args, name, None) is not None]
+    if given:
+        raise UsageError(f"--resume continues a run with its own settings; {given[0]} cannot change them")
 
 
 def run_encode(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ where cross-setting rules live.
   (the tutorial's ``SdA.py``, ``test_SdA``); :class:`SdARunConfig` puts them together.
 * :data:`SDA_PRESETS`: the tutorial's SdA and our faster recipes.
 
-Configs are frozen dataclasses.  :func:`to_dict` writes one with a ``version``;
+Configs are frozen dataclasses, checked whenever one is made, so none holds a bad value.  :func:`to_dict` writes one with a ``version``;
 :func:`from_dict` reads it back, filling any setting the dict lacks with its default (so a
 checkpoint written before a setting existed still loads) and refusing unknown ones.
 """
@@ -59,11 +59,26 @@ def default_corruption_levels(n_layers: int) -> tuple[float, ...]:
     return tuple((0.1, 0.2, 0.3)[min(k, 2)] for k in range(n_layers))
 
 
+class _Checked:
+    """A config that cannot hold a bad value: every instance is checked when it is made."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.check()
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:  # a value of the wrong type, e.g. a string for a number
+            raise ConfigError(f"bad setting in {type(self).__name__}: {e}") from None
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+
 # --- one denoising autoencoder -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class DAConfig:
+class DAConfig(_Checked):
     """A denoising autoencoder (``dae.DenoisingAutoencoder``)."""
 
     n_hidden: int = 500  # tutorial, test_dA
@@ -89,7 +104,7 @@ class DAConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_Checked):
     """Minibatch SGD of one dA (``dae.train``), or of each dA of a stack (``dae.pretrain``).
 
     ``epochs`` and ``learning_rate`` may hold one value per layer for pre-training.
@@ -130,7 +145,7 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
-class TrainRunConfig:
+class TrainRunConfig(_Checked):
     """A `dae train` / `dae tutorial` run: a dA, its training, and where and on what it runs."""
 
     model: DAConfig = field(default_factory=DAConfig)
@@ -158,7 +173,7 @@ TUTORIAL_CORRUPTION_LEVELS = (0.0, 0.3)
 
 
 @dataclass(frozen=True)
-class SdAConfig:
+class SdAConfig(_Checked):
     """A stack of sigmoid layers pre-trained as dAs, with a softmax on top (``dae.StackedDenoisingAutoencoder``)."""
 
     hidden_layer_sizes: tuple[int, ...] = (1000, 1000, 1000)  # tutorial, test_SdA
@@ -169,6 +184,7 @@ class SdAConfig:
     def __post_init__(self) -> None:
         if self.corruption_levels is None:
             object.__setattr__(self, "corruption_levels", default_corruption_levels(len(self.hidden_layer_sizes)))
+        super().__post_init__()
 
     def check(self) -> None:
         sizes, levels = self.hidden_layer_sizes, self.corruption_levels
@@ -182,7 +198,7 @@ class SdAConfig:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(_Checked):
     """Supervised fine-tuning of a stack (``dae.finetune``) with the tutorial's early stopping."""
 
     epochs: int = 1000  # the most epochs; tutorial, test_SdA (training_epochs)
@@ -209,7 +225,7 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
-class SdARunConfig:
+class SdARunConfig(_Checked):
     """A `dae sda` run.  The defaults are exactly the tutorial's ``SdA.py``; see also :data:`SDA_PRESETS`."""
 
     model: SdAConfig = field(default_factory=SdAConfig)
@@ -239,29 +255,6 @@ def _check_run(config) -> None:
              f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
-# Our recipes beside the tutorial's.  The reasons and the measurements are in the README.
-SDA_PRESETS = {
-    "tutorial": SdARunConfig(),
-    # For 15 minutes on 2 cores: the tutorial's network, noise and seed; minibatches of 20 for
-    # pre-training (the dA tutorial's) and 100 for fine-tuning, so that the work is matrix-matrix
-    # products; momentum 0.9, a cosine decay, shuffling, and two regularisers that stand in for
-    # the noise of batch-1 steps: 10% input masking and dropout 0.2.
-    "default": SdARunConfig(
-        model=SdAConfig(dropout=0.2, input_corruption=0.1),
-        pretraining=TrainingConfig(epochs=10, learning_rate=0.05, batch_size=20),
-        finetuning=FinetuneConfig(epochs=80, learning_rate=0.1, batch_size=100, momentum=0.9, schedule="cosine",
-                                  shuffle=True)),
-    # For the lowest error in an hour: 15 pre-training epochs (the tutorial's count), three
-    # times the fine-tuning, and stronger regularisation (20% input masking as Srivastava et al.
-    # (2014) drop 20% of the inputs; dropout 0.3).
-    "best": SdARunConfig(
-        model=SdAConfig(dropout=0.3, input_corruption=0.2),
-        pretraining=TrainingConfig(epochs=15, learning_rate=0.05, batch_size=20),
-        finetuning=FinetuneConfig(epochs=250, learning_rate=0.1, batch_size=100, momentum=0.9, schedule="cosine",
-                                  shuffle=True)),
-}
-
-
 # --- to and from dicts and files -----------------------------------------------------------------
 
 
@@ -279,14 +272,7 @@ def from_dict(cls, data: dict, *, base=None):
     version = data.pop("version", CONFIG_VERSION)
     if not _is_int(version) or version > CONFIG_VERSION:
         raise ConfigError(f"config version {version!r} is newer than this dae's ({CONFIG_VERSION})")
-    config = _build(cls, data, base if base is not None else cls(), "")
-    try:
-        config.check()
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:  # a value of the wrong type
-        raise ConfigError(f"bad setting: {e}") from None
-    return config
+    return _build(cls, data, base if base is not None else cls(), "")  # checked as it is made
 
 
 def merge(config, changes: dict):
@@ -397,3 +383,28 @@ def _per_layer(value, k: int, n: int, name: str):
         return value[0]
     _require(len(value) == n, f"{name}: {len(value)} values for {n} layers")
     return value[k]
+
+
+# --- presets ---------------------------------------------------------------------------------------
+
+# Our recipes beside the tutorial's.  The reasons and the measurements are in the README.
+SDA_PRESETS = {
+    "tutorial": SdARunConfig(),
+    # For 15 minutes on 2 cores: the tutorial's network, noise and seed; minibatches of 20 for
+    # pre-training (the dA tutorial's) and 100 for fine-tuning, so that the work is matrix-matrix
+    # products; momentum 0.9, a cosine decay, shuffling, and two regularisers that stand in for
+    # the noise of batch-1 steps: 10% input masking and dropout 0.2.
+    "default": SdARunConfig(
+        model=SdAConfig(dropout=0.2, input_corruption=0.1),
+        pretraining=TrainingConfig(epochs=10, learning_rate=0.05, batch_size=20),
+        finetuning=FinetuneConfig(epochs=80, learning_rate=0.1, batch_size=100, momentum=0.9, schedule="cosine",
+                                  shuffle=True)),
+    # For the lowest error in an hour: 15 pre-training epochs (the tutorial's count), three
+    # times the fine-tuning, and stronger regularisation (20% input masking as Srivastava et al.
+    # (2014) drop 20% of the inputs; dropout 0.3).
+    "best": SdARunConfig(
+        model=SdAConfig(dropout=0.3, input_corruption=0.2),
+        pretraining=TrainingConfig(epochs=15, learning_rate=0.05, batch_size=20),
+        finetuning=FinetuneConfig(epochs=250, learning_rate=0.1, batch_size=100, momentum=0.9, schedule="cosine",
+                                  shuffle=True)),
+}

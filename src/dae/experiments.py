@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .autoencoder import DenoisingAutoencoder
-from .batches import make_batches
+from .batches import make_batches, steps_per_epoch
 from .config import (STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, SdARunConfig, TrainRunConfig, from_dict, merge,
                      to_dict)
 from .data import DataError, Dataset, Split, labelled_splits, load_data
@@ -157,10 +157,7 @@ def load_train_data(config: TrainRunConfig, world: World) -> Dataset:
         data = Dataset(Split(stream), None, None, stream.image_shape, stream.name)
     else:
         data = load_data(config.data, loss=config.model.loss)
-    n, B = _rows(data.train.x), config.training.batch_size
-    if n < B * world.size:
-        per = "" if world.size == 1 else f" x {world.size} processes"
-        raise DataError(f"the batch size {B}{per} is larger than the {n} training examples in {config.data}")
+    steps_per_epoch(_rows(data.train.x), config.training.batch_size, world, config.data)  # before any file
     return data
 
 
@@ -187,10 +184,8 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
         if part is not None and (int(part[1].max()) >= n_classes or n_classes < 2):
             raise DataError(f"{config.data}: labels must be integers 0..K-1 with K >= 2, and the {name} labels "
                             f"within the training labels' range 0..{n_classes - 1}")
-    batch = max(config.finetuning.batch_size, config.pretraining.batch_size)
-    if len(x) < batch * world.size:
-        per = "" if world.size == 1 else f" x {world.size} processes"
-        raise DataError(f"the batch size{per} is larger than the {len(x)} training examples in {config.data}")
+    for B in (config.pretraining.batch_size, config.finetuning.batch_size):  # before any file is written
+        steps_per_epoch(len(x), B, world, config.data)
     init, generator = generators(config.seed, world)
     if checkpoint is not None:
         model = checkpoint.model
