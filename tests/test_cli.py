@@ -209,7 +209,7 @@ BAD_CALLS = [
     (["train", "--data", "{flat}"], "row"),
     (["train", "--data", "{garbage}"], "garbage.npy"),
     (["train", "--data", "{csv}"], "bad.csv"),
-    (["train", "--data", "{range}", "--batch-size", "60", "--loss", "squared-error"], "larger than"),
+    (["train", "--data", "{range}", "--batch-size", "60", "--loss", "squared-error"], "exceeds the 50 rows"),
     (["train", "--out", "{notdir}"], "not a folder"),
     (["train", "--out", "{nonempty}"], "not empty"),
     (["tutorial", "--data", "{nan}"], "non-finite"),

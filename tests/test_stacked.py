@@ -556,7 +556,7 @@ def test_no_pretrain_skips_pretraining(tmp_path, labelled, capsys):
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 2),
          ["--patience", "1"], "patience_epochs must be at least 2"),
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 2),
-         ["--batch-size", "1000"], "larger than"),
+         ["--batch-size", "1000"], "exceeds the 50 rows"),
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 2),
          ["--pretrained", "/nonexistent"], "no such model folder"),
     ],
