@@ -1,0 +1,74 @@
+"""One fine-tuning epoch of an SdA against the "GEMM floor" of its step, measured side by side.
+
+The default preset's fine-tuning: MNIST's 50,000 training images, 784-1000-1000-1000-10,
+batch 100, momentum 0.9, shuffled, 10% input masking and dropout 0.2 (``dae sda``).  A step
+needs eleven matrix products: four forward (x W1, h1 W2, h2 W3, h3 W), three back through the
+layers (d W^T) and four weight gradients (h^T d).  The floor is the time of those products
+alone, one epoch's worth (500 steps), in the same process and thread settings; the epoch is
+`dae.finetune` for one epoch without validation, everything included (shuffling, masks,
+softmax, updates).  The two are timed alternately and the best of each is kept.
+
+    python benchmarks/bench_finetune.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dae import SDA_PRESETS, StackedDenoisingAutoencoder, finetune, load_mnist
+
+PRESET = SDA_PRESETS["default"]
+
+
+def gemm_floor(n_rows: int, sizes: list[int], B: int) -> float:
+    """Seconds for the eleven matrix products of every step of one epoch, and nothing else."""
+    Ws = [torch.rand(a, b) for a, b in zip(sizes, sizes[1:])]
+    hs = [torch.rand(B, n) for n in sizes]
+    mm = torch.mm
+    start = time.perf_counter()
+    for _ in range(n_rows // B):
+        for h, W in zip(hs, Ws):  # forward
+            mm(h, W)
+        for k in range(len(Ws) - 1, 0, -1):  # back through the hidden layers
+            mm(hs[k + 1], Ws[k].t())
+        for k, W in enumerate(Ws):  # weight gradients
+            mm(hs[k].t(), hs[k + 1])
+    return time.perf_counter() - start
+
+
+def one_epoch(x: torch.Tensor, y: torch.Tensor, seed: int) -> float:
+    g = torch.Generator().manual_seed(seed)
+    model = StackedDenoisingAutoencoder.from_config(x.shape[1], 10, PRESET.model, generator=g)
+    result = finetune(model, (x, y), None, config=PRESET.finetuning, epochs=1, generator=g)
+    return result.history[0].seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    x, y = load_mnist().train
+    sizes = [x.shape[1], *PRESET.model.hidden_layer_sizes, 10]
+    B = PRESET.finetuning.batch_size
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {x.shape[0]} examples, "
+          f"{'-'.join(map(str, sizes))}, batch {B}, dropout {PRESET.model.dropout}, "
+          f"input masking {PRESET.model.input_corruption}, momentum {PRESET.finetuning.momentum}")
+    gemm_floor(2000, sizes, B), one_epoch(x[:2000], y[:2000], 0)  # warm up
+    floors, epochs = [], []
+    for r in range(args.rounds):
+        floors.append(gemm_floor(x.shape[0], sizes, B))
+        epochs.append(one_epoch(x, y, r))
+        print(f"round {r + 1}: floor {floors[-1]:.3f} s, epoch {epochs[-1]:.3f} s, ratio {epochs[-1] / floors[-1]:.3f}")
+    f, e = min(floors), min(epochs)
+    print(f"GEMM floor (best of {args.rounds}): {f:.3f} s per epoch")
+    print(f"dae.finetune epoch (best of {args.rounds}): {e:.3f} s per epoch")
+    print(f"ratio epoch / floor: {e / f:.3f} (best times); median of per-round ratios: "
+          f"{statistics.median(ei / fi for ei, fi in zip(epochs, floors)):.3f}")
+
+
+if __name__ == "__main__":
+    main()
