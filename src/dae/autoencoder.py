@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .corruption import NOISES, corrupt
+from .corruption import corrupt
 
 LOSSES = ("cross-entropy", "squared-error")
 
