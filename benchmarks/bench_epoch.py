@@ -60,15 +60,21 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{x.shape[0]} examples, 784-{N_HIDDEN}, batch {BATCH}")
     gemm_floor(x[:2000], W), one_epoch(x[:2000], 0)  # warm up
+    against_floor(lambda: gemm_floor(x, W), lambda r: one_epoch(x, r), args.rounds, "dae.train")
+
+
+def against_floor(floor, epoch, rounds: int, name: str) -> None:
+    """Time ``floor()`` and ``epoch(round)`` alternately, ``rounds`` times; print each round's
+    ratio, the best time of each and the ratio of the best times, and the median ratio."""
     floors, epochs = [], []
-    for r in range(args.rounds):
-        floors.append(gemm_floor(x, W))
-        epochs.append(one_epoch(x, r))
+    for r in range(rounds):
+        floors.append(floor())
+        epochs.append(epoch(r))
         print(f"round {r + 1}: floor {floors[-1]:.3f} s, epoch {epochs[-1]:.3f} s, "
               f"ratio {epochs[-1] / floors[-1]:.3f}")
     f, e = min(floors), min(epochs)
-    print(f"GEMM floor (best of {args.rounds}): {f:.3f} s per epoch")
-    print(f"dae.train epoch (best of {args.rounds}): {e:.3f} s per epoch")
+    print(f"GEMM floor (best of {rounds}): {f:.3f} s per epoch")
+    print(f"{name} epoch (best of {rounds}): {e:.3f} s per epoch")
     print(f"ratio epoch / floor: {e / f:.3f} (best times); median of per-round ratios: "
           f"{statistics.median(ei / fi for ei, fi in zip(epochs, floors)):.3f}")
 

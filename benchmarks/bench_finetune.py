@@ -8,16 +8,19 @@ alone, one epoch's worth (500 steps), in the same process and thread settings; t
 `dae.finetune` for one epoch without validation, everything included (shuffling, masks,
 softmax, updates).  The two are timed alternately and the best of each is kept.
 
-    python benchmarks/bench_finetune.py [--rounds 5]
+    python benchmarks/bench_finetune.py [--rounds 5] [--profile]
+
+``--profile`` then prints where the time of one more epoch goes, by operator (torch.profiler).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+
+from bench_epoch import against_floor  # this folder's: the same rounds and report
 
 from dae import SDA_PRESETS, StackedDenoisingAutoencoder, finetune, load_mnist
 
@@ -50,6 +53,7 @@ def one_epoch(x: torch.Tensor, y: torch.Tensor, seed: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="then profile one more epoch, by operator")
     args = parser.parse_args()
     x, y = load_mnist().train
     sizes = [x.shape[1], *PRESET.model.hidden_layer_sizes, 10]
@@ -58,16 +62,12 @@ def main() -> None:
           f"{'-'.join(map(str, sizes))}, batch {B}, dropout {PRESET.model.dropout}, "
           f"input masking {PRESET.model.input_corruption}, momentum {PRESET.finetuning.momentum}")
     gemm_floor(2000, sizes, B), one_epoch(x[:2000], y[:2000], 0)  # warm up
-    floors, epochs = [], []
-    for r in range(args.rounds):
-        floors.append(gemm_floor(x.shape[0], sizes, B))
-        epochs.append(one_epoch(x, y, r))
-        print(f"round {r + 1}: floor {floors[-1]:.3f} s, epoch {epochs[-1]:.3f} s, ratio {epochs[-1] / floors[-1]:.3f}")
-    f, e = min(floors), min(epochs)
-    print(f"GEMM floor (best of {args.rounds}): {f:.3f} s per epoch")
-    print(f"dae.finetune epoch (best of {args.rounds}): {e:.3f} s per epoch")
-    print(f"ratio epoch / floor: {e / f:.3f} (best times); median of per-round ratios: "
-          f"{statistics.median(ei / fi for ei, fi in zip(epochs, floors)):.3f}")
+    against_floor(lambda: gemm_floor(x.shape[0], sizes, B), lambda r: one_epoch(x, y, r), args.rounds,
+                  "dae.finetune")
+    if args.profile:
+        with torch.profiler.profile() as profile:
+            one_epoch(x, y, args.rounds)
+        print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from .config import (STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, SdARunConfig, Tra
                      to_dict)
 from .data import DataError, Dataset, Split, labelled_splits, load_data
 from .distributed import SINGLE, World
+from .files import write_bytes
 from .plots import save_filters, save_learning_curve, save_reconstructions
 from .runs import RunFolder, generators, restore
 from .saving import GENERATORS, load_generator_states, load_model, save_generator_states, save_model
@@ -79,7 +80,7 @@ def run_tutorial(config: TrainRunConfig | None = None, out=None, *, world: World
             runs.append(summary)
             curves[f"corruption {level:.0%}"] = [(r["epoch"], r["cost"]) for r in part.metrics]
             if run.main:
-                (run.path / f"filters_{name}.png").write_bytes((part.path / "filters.png").read_bytes())
+                write_bytes(run.path / f"filters_{name}.png", (part.path / "filters.png").read_bytes())
     run.picture(save_learning_curve, "learning_curve.png", curves, title=f"dA on {data.name}: mean training cost")
     summary = {"runs": runs}
     run.write_json("summary.json", summary)
@@ -96,7 +97,7 @@ def _fit_dA(config: TrainRunConfig, data: Dataset, run: RunFolder, world: World,
         model, state = DenoisingAutoencoder.from_config(_cols(x), config.model, generator=init), TrainState()
     else:
         model = checkpoint.model
-        config, state = restore(checkpoint, TrainRunConfig, world, generator, EpochResult)
+        state = restore(checkpoint, world, generator, EpochResult)
     model.to(world.device)
     batches = make_batches(x, batch_size=config.training.batch_size, world=world, device=world.device)
     shuffle = isinstance(x, NpyStream) if config.training.shuffle is None else config.training.shuffle
@@ -189,7 +190,7 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
     init, generator = generators(config.seed, world)
     if checkpoint is not None:
         model = checkpoint.model
-        config, state = restore(checkpoint, SdARunConfig, world, generator)
+        state = restore(checkpoint, world, generator)
         phase = checkpoint.state["phase"]
     else:
         phase, state = ("pretrain" if config.pretrain and config.pretrained is None else "finetune"), TrainState()
@@ -259,7 +260,7 @@ class _SdARun:
                  after_layer=layer_done, progress=self.progress, state=self.state, order_seed=config.seed,
                  world=self.world)
         self.tick("pretrain")
-        self.state.__dict__.update(vars(TrainState()))  # fine-tuning starts afresh
+        self.state.restart()  # fine-tuning starts afresh
         say(f"The pretraining code ran for {self.clock['pretrain'] / 60:.2f}m")
 
     def finetune(self, train_set, valid, test) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .config import from_dict, to_dict
+from .config import to_dict
 from .distributed import World
 from .files import write_text
 from .saving import CHECKPOINT, ModelFileError, load_checkpoint, save_checkpoint
@@ -153,10 +153,9 @@ class RunFolder:
                                          "resume": f"{resume_command} --resume {self.path}" if resumable else None})
 
 
-def restore(checkpoint, config_class, world: World, generator: torch.Generator, record_class=None):
-    """(config, TrainState) from a checkpoint; ``generator`` is put back in the state this
-    process's generator had then."""
-    config = from_dict(config_class, checkpoint.state["config"])  # settings added since: their defaults
+def restore(checkpoint, world: World, generator: torch.Generator, record_class=None) -> TrainState:
+    """The TrainState of a checkpoint; ``generator`` is put back in the state this process's
+    generator had then.  (The run's config is ``from_dict(cls, checkpoint.state["config"])``.)"""
     state = TrainState(**{k: v for k, v in checkpoint.state["train_state"].items() if k != "history"})
     record = record_class or (FinetuneEpoch if checkpoint.state.get("phase") == "finetune" else EpochResult)
     state.history = [record(**r) for r in checkpoint.state["train_state"]["history"]]
@@ -168,7 +167,7 @@ def restore(checkpoint, config_class, world: World, generator: torch.Generator, 
         generator.set_state(saved)
     except (RuntimeError, TypeError):
         raise RunError(f"the checkpoint's random state is for another kind of device than {world.device}") from None
-    return config, state
+    return state
 
 
 def _state_json(state: TrainState) -> dict:

@@ -91,6 +91,10 @@ class TrainState:
     test_error: float | None = None
     best_params: dict[str, torch.Tensor] | None = None
 
+    def restart(self, layer: int = 1) -> None:
+        """Start afresh, in place (a new layer of pre-training, or fine-tuning after it)."""
+        self.__dict__.update(vars(TrainState(layer=layer)))
+
 
 def run_epochs(step, batches: Batches, *, epochs: int, learning_rate: Callable[[int], float], shuffle: bool,
                generator: torch.Generator, state: TrainState, finish_epoch: Callable, order_seed: int = 0,
@@ -260,7 +264,7 @@ def pretrain(model: StackedDenoisingAutoencoder, x, config: TrainingConfig | Non
     for k, dA in enumerate(model.autoencoders):
         if k + 1 >= state.layer:
             if k + 1 > state.layer:  # a new layer starts from a fresh state
-                state.__dict__.update(vars(TrainState(layer=k + 1)))
+                state.restart(layer=k + 1)
             report = None if callback is None else (lambda r, layer=k + 1: callback(layer, r))
             histories[k] = train(dA, codes, layers[k], generator=generator, callback=report, progress=progress,
                                  state=state, order_seed=order_seed, world=world)
