@@ -47,6 +47,8 @@ RUNS = {  # name: (dae's arguments, the batch options for 2 and for 1 process)
     "noisy": (["train", "--data", "{digits}", "--hidden", "16", "--epochs", "3"], DA_BATCH),  # masking 0.3
     "stream": ([*DA, "--stream"], DA_BATCH),
     "sda": (SDA, SDA_BATCH),
+    "ladder": (["ladder", "--data", "{blobs}", "--labels", "30", "--hidden", "16,8", "--epochs", "3"],
+               {2: ["--batch-size", "10"], 1: ["--batch-size", "20"]}),
 }
 STREAM_CHUNK_ROWS = 480  # as tests/torchrun_runs.py cuts streams: 4,000 rows make 9 chunks
 
@@ -144,6 +146,16 @@ def test_a_two_process_sda_matches_one_process_with_twice_the_batch(two, one):
     for x, y in zip(m, n):
         key = "cost" if x["phase"] == "pretrain" else "train_loss"
         assert y[key] == pytest.approx(x[key], rel=1e-4)
+
+
+def test_a_two_process_ladder_shares_the_unlabelled_rows_and_learns_as_one_process_does(two, one):
+    """Batch statistics are each process's own, so the runs differ; both learn the blobs from 30 labels."""
+    a, b = summary(one / "ladder"), summary(two.folder / "ladder")
+    assert (a["world_size"], b["world_size"]) == (1, 2)
+    assert a["global_batch_size"] == b["global_batch_size"] == 20 and a["labels"] == b["labels"] == 30
+    assert a["test_error"] <= 0.1 and b["test_error"] <= 0.1
+    assert [m["epoch"] for m in metrics(two.folder / "ladder")] == [1, 2, 3]
+    assert metrics(two.folder / "ladder")[-1]["cost"] < metrics(two.folder / "ladder")[0]["cost"]
 
 
 def test_only_rank_0_writes_and_prints(two, one):

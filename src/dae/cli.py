@@ -3,6 +3,7 @@
     dae train      train one denoising autoencoder (the tutorial's defaults) and write its outputs
     dae tutorial   the tutorial's experiment: corruption 0% and 30%, filters of each
     dae sda        stacked denoising autoencoders: pre-training, fine-tuning, test error
+    dae ladder     a ladder network: semi-supervised learning from few labels
     dae encode     features of a data set from a trained model
     dae score      reconstruction errors of a data set: anomaly scores
 
@@ -27,14 +28,16 @@ import torch
 
 from . import __version__
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
-from .config import OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, TrainRunConfig, load_config_file, merge
+from .config import (OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, LadderRunConfig, TrainRunConfig,
+                     load_config_file, merge)
 from .corruption import NOISES
 from .data import DataError, load_data
 from .distributed import DeviceError, init_world, launched_by_torchrun
-from .experiments import run_sda, run_train, run_tutorial
+from .experiments import run_ladder, run_sda, run_train, run_tutorial
 from .files import write_bytes, write_text
 from .runs import RunError
 from .saving import ModelFileError, load_model
+from .ladder import LadderNetwork
 from .stacked import StackedDenoisingAutoencoder
 from .train import TrainingDiverged
 
@@ -67,6 +70,11 @@ fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 seed = _number(int, lambda v: 0 <= v < 2**63, "a non-negative integer seed")
 non_negative = _number(float, lambda v: v >= 0, "a non-negative number")
 probability = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def labels_count(text: str):
+    """--labels: a positive count, or 'all' (set as None in the config)."""
+    return "all" if text == "all" else _number(int, lambda v: v > 0, "a positive number of labels or 'all'")(text)
 
 
 def _list_of(parse_one):
@@ -141,6 +149,34 @@ SDA_OPTIONS = [
                                        help="the baseline: the same network and recipe from random weights")),
     ("--pretrained", "pretrained", dict(metavar="DIR", help="fine-tune this pre-trained model (a run's pretrained/)")),
 ]
+LABEL_OPTIONS = [
+    ("--labels", "labels", dict(type=labels_count, metavar="N|all",
+                                help="learn from N labels drawn balanced from the training set, with every "
+                                     "training image as unlabelled data; no other label is read (dae sda stops "
+                                     "early on a fifth of the N)")),
+    ("--label-seed", "label_seed", dict(type=seed, metavar="SEED", help="the draw of the --labels")),
+]
+SDA_OPTIONS += LABEL_OPTIONS
+LADDER_OPTIONS = [
+    ("--data", "data", SDA_OPTIONS[0][2]),
+    ("--hidden", "model.hidden_layer_sizes", dict(type=_list_of(positive_int), metavar="N,N,...",
+                                                  help="hidden layer sizes")),
+    ("--noise-std", "model.noise_std", dict(type=non_negative, metavar="SIGMA",
+                                            help="Gaussian noise on every layer of the corrupted path")),
+    ("--denoising-weights", "model.denoising_weights", dict(type=_list_of(non_negative), metavar="W,W,...",
+                                                            help="weight of each layer's denoising cost, the input "
+                                                                 "first, the top last")),
+    ("--epochs", "training.epochs", dict(type=positive_int, help="training epochs (passes over the unlabelled data)")),
+    ("--lr", "training.learning_rate", dict(type=positive_float, help="Adam's learning rate")),
+    ("--batch-size", "training.batch_size", dict(type=positive_int, help="unlabelled (and labelled) examples per "
+                                                                         "minibatch")),
+    ("--schedule", "training.schedule", dict(choices=sorted(SCHEDULES), help="learning-rate schedule")),
+    ("--seed", "seed", dict(type=seed, help="seeds the initial weights and the noise")),
+    ("--checkpoint-every", "checkpoint_every", dict(type=positive_int, metavar="N",
+                                                    help="write checkpoint.safetensors every N epochs")),
+    *LABEL_OPTIONS,
+]
+OPTIONS = {"train": DA_OPTIONS, "tutorial": DA_OPTIONS, "sda": SDA_OPTIONS, "ladder": LADDER_OPTIONS}
 
 
 def _add_options(p: Parser, options: list, defaults) -> None:
@@ -148,6 +184,8 @@ def _add_options(p: Parser, options: list, defaults) -> None:
         default = _get(defaults, path)
         if kwargs.get("action") == "store_const":  # a switch: is it on by default?
             shown = "on" if default == kwargs["const"] else "off"
+        elif path == "labels" and default is None:
+            shown = "all"
         else:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         kwargs = {**kwargs, "help": f"{kwargs['help']} (default: {shown})".lstrip()}
@@ -188,10 +226,18 @@ def build_parser() -> Parser:
                             "'best' is ours, for the lowest error in an hour")
     _add_options(sda_p, SDA_OPTIONS, SDA_PRESETS["default"])
     sda_p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    ladder_p = sub.add_parser("ladder", help="a ladder network: learn from few labels and many unlabelled examples",
+                              description="The ladder network of Rasmus et al. (2015): a denoising cost at every "
+                                          "layer trained with the supervised cost of the labels given. Defaults are "
+                                          "the paper's MNIST model, with 100 labels.")
+    _add_options(ladder_p, LADDER_OPTIONS, LadderRunConfig())
+    ladder_p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     for name, text in (("encode", "write the features (codes) of each row of a data set"),
                        ("score", "write the reconstruction error of each row: an anomaly score")):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        p.add_argument("--model", required=True, metavar="DIR", help="a model folder written by dae train or dae sda")
+        p.add_argument("--model", required=True, metavar="DIR",
+                       help="a model folder written by dae train or dae sda" + (" (or dae ladder)" if name == "encode"
+                                                                               else ""))
         p.add_argument("--data", required=True, metavar="PATH",
                        help="'mnist' (bundled), a folder of MNIST-format IDX files, or a .npy, .npz, .csv or IDX file")
         p.add_argument("--split", choices=("train", "valid", "test"), default="train",
@@ -211,7 +257,7 @@ def config_from_args(args: argparse.Namespace, options: list, base):
     for _, path, _ in options:
         value = getattr(args, path, None)
         if value is not None:
-            _set(changes, path, value)
+            _set(changes, path, None if value == "all" else value)
     return merge(base, changes)
 
 
@@ -228,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             config = None
         elif args.command == "sda":
             config = config_from_args(args, SDA_OPTIONS, SDA_PRESETS[args.preset or "default"])
+        elif args.command == "ladder":
+            config = config_from_args(args, LADDER_OPTIONS, LadderRunConfig())
         else:
             config = config_from_args(args, DA_OPTIONS, TrainRunConfig())
         world = init_world(args.device or (config.device if config is not None else "auto"))
@@ -239,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             run_train(config, args.out, resume=args.resume, world=world, say=say, progress=progress)
         elif args.command == "tutorial":
             run_tutorial(config, args.out, world=world, say=say, progress=progress)
+        elif args.command == "ladder":
+            run_ladder(config, args.out, resume=args.resume, world=world, say=say, progress=progress)
         else:
             run_sda(config, args.out, resume=args.resume, world=world, say=say, progress=progress,
                     preset=args.preset or ("default" if args.config is None else None))
@@ -259,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_nothing_but_resume(args: argparse.Namespace) -> None:
     """A resumed run goes on with its own settings: refuse any given with --resume rather than ignore it."""
-    options = SDA_OPTIONS if args.command == "sda" else DA_OPTIONS
+    options = OPTIONS[args.command]
     given = [flag for flag, path, _ in options if getattr(args, path) is not None]
     given += [f"--{name}" for name in ("config", "out", "preset") if getattr(args, name, None) is not None]
     if given:
@@ -268,7 +318,12 @@ def _check_nothing_but_resume(args: argparse.Namespace) -> None:
 
 def run_encode(args: argparse.Namespace) -> int:
     model, x, device = _model_and_rows(args)
-    if isinstance(model, StackedDenoisingAutoencoder):
+    if isinstance(model, LadderNetwork):
+        layer = len(model.sizes) - 2 if args.layer is None else args.layer
+        if layer > len(model.sizes) - 2:
+            raise UsageError(f"--layer {layer}: the model has {len(model.sizes) - 2} hidden layers")
+        encode = lambda rows: model.hidden(rows, layer)  # noqa: E731
+    elif isinstance(model, StackedDenoisingAutoencoder):
         layer = model.n_layers if args.layer is None else args.layer
         if layer > model.n_layers:
             raise UsageError(f"--layer {layer}: the model has {model.n_layers} hidden layers")
@@ -287,7 +342,8 @@ def run_encode(args: argparse.Namespace) -> int:
 def run_score(args: argparse.Namespace) -> int:
     model, x, device = _model_and_rows(args)
     if not isinstance(model, DenoisingAutoencoder):
-        raise UsageError(f"--model {args.model}: score needs a DenoisingAutoencoder (dae train), not an SdA")
+        raise UsageError(f"--model {args.model}: score needs a DenoisingAutoencoder (dae train), "
+                         f"not a {type(model).__name__}")
     with torch.no_grad():
         scores = torch.cat([model.reconstruction_error(rows.to(device)).cpu() for rows in x.split(4096)]).numpy()
     _write_array(args.out, scores)

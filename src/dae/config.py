@@ -10,6 +10,7 @@ where cross-setting rules live.
 * :class:`SdAConfig`, :class:`FinetuneConfig`: a stack and its supervised fine-tuning
   (the tutorial's ``SdA.py``, ``test_SdA``); :class:`SdARunConfig` puts them together.
 * :data:`SDA_PRESETS`: the tutorial's SdA and our faster recipes.
+* :class:`LadderConfig`, :class:`LadderRunConfig`: the ladder network of Rasmus et al. (2015).
 
 Configs are frozen dataclasses, checked whenever one is made, so none holds a bad value.  :func:`to_dict` writes one with a ``version``;
 :func:`from_dict` reads it back, filling any setting the dict lacks with its default (so a
@@ -35,11 +36,18 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = {
     "constant": lambda t: 1.0,  # the tutorial's
     "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),  # Loshchilov & Hutter (2017), without restarts
+    # Constant, then down linearly to zero over the last third: Rasmus et al. (2015), section 4.1
+    # (100 epochs at 0.002, then 50 of "a final annealing phase").
+    "anneal": lambda t: min(1.0, 3.0 * (1.0 - t)),
 }
 
 # Data without a validation split give this fraction of their training rows to it, drawn at random:
 # MNIST's 10,000 of 60,000 (the tutorial's split).
 VALIDATION_FRACTION = 1 / 6
+
+# With --labels N, the fraction of the N held out for early stopping (the only labels it may
+# look at): a fifth, drawn balanced over the classes like the N.
+LABELLED_VALIDATION_FRACTION = 1 / 5
 
 # A .npy file larger than this is streamed from disk in chunks rather than loaded (stream=None).
 STREAM_BYTES = 2**30
@@ -52,6 +60,12 @@ class ConfigError(ValueError):
 def learning_rate_at(config, epoch: int) -> float:
     """The learning rate of ``epoch`` (1-based) under the config's schedule."""
     return config.learning_rate * SCHEDULES[config.schedule]((epoch - 1) / config.epochs)
+
+
+def default_denoising_weights(n_hidden: int) -> tuple[float, ...]:
+    """A ladder's lambda_l for the input, each of ``n_hidden`` hidden layers and the top: Rasmus
+    et al. (2015)'s values for MNIST with few labels, 1000 and 10, then 0.1 for every layer above."""
+    return (1000.0, 10.0, *(0.1,) * n_hidden)[: n_hidden + 2]
 
 
 def default_corruption_levels(n_layers: int) -> tuple[float, ...]:
@@ -237,6 +251,8 @@ class SdARunConfig(_Checked):
     device: str = "auto"
     pretrain: bool = True  # False: the baseline, the same network and recipe from random weights
     pretrained: str | None = None  # a run's pretrained/ folder to fine-tune from, instead of pre-training
+    labels: int | None = None  # fine-tune on this many labels, balanced (None: every training label)
+    label_seed: int = 0  # the draw of those labels
 
     def check(self) -> None:
         self.model.check()
@@ -246,6 +262,14 @@ class SdARunConfig(_Checked):
         for k in range(n):
             self.pretraining.for_layer(k, n)
         _check_run(self)
+        _check_labels(self)
+
+
+def _check_labels(config) -> None:
+    _require(config.labels is None or (_is_int(config.labels) and config.labels >= 1),
+             "labels must be a positive integer or all")
+    _require(_is_int(config.label_seed) and 0 <= config.label_seed < 2**63,
+             "label_seed must be a non-negative integer")
 
 
 def _check_run(config) -> None:
@@ -253,6 +277,62 @@ def _check_run(config) -> None:
     device = config.device
     _require(device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()),
              f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+# --- the ladder network -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LadderConfig(_Checked):
+    """A fully connected ladder network (``dae.LadderNetwork``); the defaults are Rasmus et al.
+    (2015)'s MNIST model, section 4.1."""
+
+    hidden_layer_sizes: tuple[int, ...] = (1000, 500, 250, 250, 250)
+    noise_std: float = 0.3  # of the Gaussian noise on every layer of the corrupted path
+    denoising_weights: tuple[float, ...] | None = None  # None: default_denoising_weights
+
+    def __post_init__(self) -> None:
+        if self.denoising_weights is None:
+            object.__setattr__(self, "denoising_weights", default_denoising_weights(len(self.hidden_layer_sizes)))
+        super().__post_init__()
+
+    def check(self) -> None:
+        sizes = self.hidden_layer_sizes
+        _require(len(sizes) >= 1 and all(_is_int(n) and n >= 1 for n in sizes),
+                 "hidden_layer_sizes must be one or more positive integers")
+        _require(_finite(self.noise_std) and self.noise_std >= 0, "noise_std must be >= 0")
+        _require(len(self.denoising_weights) == len(sizes) + 2,
+                 f"denoising_weights needs {len(sizes) + 2} values (the input, {len(sizes)} hidden layers, "
+                 f"the top), got {len(self.denoising_weights)}")
+        _require(all(_finite(w) and w >= 0 for w in self.denoising_weights), "denoising_weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class LadderRunConfig(_Checked):
+    """A `dae ladder` run: Rasmus et al. (2015)'s recipe (Adam at 0.002, minibatches of 100
+    labelled and 100 unlabelled examples, the rate annealed to zero over the last third), with
+    the epochs cut from their 150 to 50, fixed beforehand (not chosen on any labels): about 25
+    minutes on 2 cores, so that a run fits the hour with room on a slower CPU."""
+
+    model: LadderConfig = field(default_factory=LadderConfig)
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+        epochs=50, learning_rate=0.002, batch_size=100, optimizer="adam", schedule="anneal", shuffle=True))
+    data: str = "mnist"
+    seed: int = 1234
+    device: str = "auto"
+    labels: int | None = 100  # labelled examples, balanced over the classes (None: every training label)
+    label_seed: int = 0
+    checkpoint_every: int = 1
+
+    def check(self) -> None:
+        self.model.check()
+        self.training.check()
+        _require(not isinstance(self.training.epochs, tuple) and not isinstance(self.training.learning_rate, tuple),
+                 "a ladder takes one epochs value and one learning_rate")
+        _require(self.training.batch_size >= 2, "a ladder's batch_size must be at least 2 (batch normalisation)")
+        _check_run(self)
+        _check_labels(self)
+        _require(_is_int(self.checkpoint_every) and self.checkpoint_every >= 1, "checkpoint_every must be positive")
 
 
 # --- to and from dicts and files -----------------------------------------------------------------
@@ -323,6 +403,8 @@ def _build(cls, data: dict, base, where: str):
             values[name] = _coerce(value, current, known[name], f"{where}{name}")
     if isinstance(base, SdAConfig) and "hidden_layer_sizes" in values and "corruption_levels" not in values:
         values["corruption_levels"] = None  # a new depth takes the default levels for that depth
+    if isinstance(base, LadderConfig) and "hidden_layer_sizes" in values and "denoising_weights" not in values:
+        values["denoising_weights"] = None  # likewise the default weights
     return dataclasses.replace(base, **values)
 
 

@@ -54,6 +54,11 @@ __all__ = [
 # accepts any real number.
 
 
+# The label of an unlabelled training example in y_train: scikit-learn's convention
+# (sklearn.semi_supervised).
+UNLABELLED = -1
+
+
 class DataError(ValueError):
     """A problem with the user's data: missing, unreadable, damaged or unusable.
 
@@ -477,8 +482,9 @@ def _as_float_tensor(array: np.ndarray, source: object) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def _as_labels(array: np.ndarray, n: int, source: object) -> torch.Tensor:
-    """Check class labels (1-D, one per example, integers >= 0) and make them int64."""
+def _as_labels(array: np.ndarray, n: int, source: object, unlabelled: bool = False) -> torch.Tensor:
+    """Check class labels (1-D, one per example, integers >= 0, or :data:`UNLABELLED` where
+    ``unlabelled``) and make them int64."""
     if array.ndim != 1:
         raise DataError(
             f"{source}: labels must be a 1-D array, found shape {array.shape}"
@@ -492,8 +498,10 @@ def _as_labels(array: np.ndarray, n: int, source: object) -> torch.Tensor:
         if array.size and array.max() >= 2**62:
             raise DataError(f"{source}: labels must be below 2**62")
     labels = array.astype(np.int64)
-    if labels.size and labels.min() < 0:
-        raise DataError(f"{source}: labels must be >= 0, found {labels.min()}")
+    low = UNLABELLED if unlabelled else 0
+    if labels.size and labels.min() < low:
+        raise DataError(f"{source}: labels must be >= {low}{' (-1: unlabelled)' if unlabelled else ''}, "
+                        f"found {labels.min()}")
     return torch.from_numpy(labels)
 
 
@@ -761,7 +769,7 @@ def _npz_dataset(arrays: dict[str, np.ndarray], path: Path) -> Dataset:
             )
         x_tensor = _as_float_tensor(x, source)
         y = arrays.get(f"y_{part}")
-        y_tensor = None if y is None else _as_labels(y, len(x), f"{path} [y_{part}]")
+        y_tensor = None if y is None else _as_labels(y, len(x), f"{path} [y_{part}]", unlabelled=part == "train")
         splits[part] = Split(x_tensor, y_tensor)
     return Dataset(splits["train"], splits["valid"], splits["test"], image_shape,
                    path.stem)
@@ -846,6 +854,8 @@ def labelled_splits(data: Dataset, source: str, seed: int):
     if data.train.y is None:
         raise DataError(f"{source}: dae sda needs labels (y_train in an .npz, or an MNIST-format folder)")
     x, y = data.train
+    if bool((y == UNLABELLED).any()):
+        raise DataError(f"{source}: some training examples are unlabelled (-1); this needs --labels")
     if data.valid is not None and data.valid.y is not None:
         train, valid = (x, y), tuple(data.valid)
     else:
@@ -864,3 +874,86 @@ def split_validation(x, y, fraction: float, seed: int):
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     keep, held = order[n_valid:].sort().values, order[:n_valid].sort().values
     return (x[keep], y[keep]), (x[held], y[held])
+
+
+class SemiSupervised(NamedTuple):
+    """The data of a run with few labels (see :func:`semi_supervised_splits`)."""
+
+    x: torch.Tensor  # every training image, to be used unlabelled
+    labelled: torch.Tensor  # the indices, into the training split, of the labelled examples
+    x_labelled: torch.Tensor
+    y_labelled: torch.Tensor
+    valid: tuple | None  # (x, y): only when every label is used (to show, never to select on)
+    test: tuple | None
+    n_classes: int
+
+
+def semi_supervised_splits(data: Dataset, labels: int | None, label_seed: int, source: str) -> SemiSupervised:
+    """The unlabelled and labelled data of a run that learns from ``labels`` labels.
+
+    ``labels=N``: N training examples drawn balanced over the classes from ``label_seed``
+    (:func:`draw_labelled`); every training image (the validation split's too) is unlabelled
+    data, and no label other than the N is read, not even the validation split's.  ``labels=None``:
+    every labelled training example (those not marked :data:`UNLABELLED`); with a fully labelled
+    training split, the validation split is returned to be shown.
+    """
+    if data.train.y is None:
+        raise DataError(f"{source}: needs labels (y_train in an .npz, or an MNIST-format folder)")
+    x, y = data.train
+    partial = bool((y == UNLABELLED).any())
+    n_classes = int(y.max()) + 1
+    if n_classes < 2:
+        raise DataError(f"{source}: labels must be integers 0..K-1 with K >= 2")
+    test = tuple(data.test) if data.test is not None and data.test.y is not None else None
+    if test is not None and int(test[1].max()) >= n_classes:
+        raise DataError(f"{source}: the test labels must be within the training labels' range 0..{n_classes - 1}")
+    indices = draw_labelled(y, labels, label_seed, source)
+    valid = None
+    if labels is None and not partial:
+        if data.valid is not None and data.valid.y is not None:
+            valid = tuple(data.valid)
+            if int(valid[1].max()) >= n_classes:
+                raise DataError(f"{source}: the validation labels must be within the training labels' range "
+                                f"0..{n_classes - 1}")
+    elif data.valid is not None:
+        x = torch.cat([x, data.valid.x])  # its images are unlabelled data; its labels stay unread
+    return SemiSupervised(x, indices, data.train.x[indices], y[indices], valid, test, n_classes)
+
+
+def draw_labelled(y: torch.Tensor, n: int | None, seed: int, source: object = "data") -> torch.Tensor:
+    """The sorted indices of ``n`` labelled examples of ``y``, balanced over the classes, drawn
+    from ``seed`` (``n // K`` of each of the K classes; the first ``n % K`` classes one more).
+    Rows labelled :data:`UNLABELLED` are never drawn; ``n=None`` takes every labelled row."""
+    labelled = torch.nonzero(y != UNLABELLED).flatten()
+    if n is None:
+        return labelled
+    classes = torch.unique(y[labelled])
+    if n < len(classes) or n > len(labelled):
+        raise DataError(f"{source}: cannot draw {n} labels balanced over {len(classes)} classes from "
+                        f"{len(labelled)} labelled examples")
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for k, c in enumerate(classes.tolist()):
+        rows = labelled[y[labelled] == c]
+        want = n // len(classes) + (k < n % len(classes))
+        if want > len(rows):
+            raise DataError(f"{source}: class {c} has {len(rows)} labelled examples, fewer than the {want} "
+                            f"a balanced draw of {n} needs")
+        picked.append(rows[torch.randperm(len(rows), generator=g)[:want]])
+    return torch.cat(picked).sort().values
+
+
+def hold_out_labelled(indices: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held out): ``fraction`` of each class's ``indices`` (rounded down, at least one where
+    the class has two and ``fraction`` > 0), drawn from ``seed``; the labels that early stopping
+    may look at."""
+    g = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for c in torch.unique(y[indices]).tolist():
+        rows = indices[y[indices] == c]
+        rows = rows[torch.randperm(len(rows), generator=g)]
+        k = max(int(len(rows) * fraction), 1) if fraction > 0 and len(rows) >= 2 else 0
+        held.append(rows[:k])
+        kept.append(rows[k:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values

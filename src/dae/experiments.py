@@ -2,7 +2,7 @@
 
 * :func:`run_train`: one dA (``dae train``); :func:`run_tutorial`: the tutorial's two dAs, corruption
   0% and 30% (``dae tutorial``); :func:`run_sda`: pre-training and fine-tuning of a stack
-  (``dae sda``).
+  (``dae sda``); :func:`run_ladder`: a ladder network (``dae ladder``).
 
 Each: config -> data -> batches -> model -> :mod:`dae.train` -> :class:`dae.runs.RunFolder`, and
 returns its summary (the dict written to ``summary.json``).  ``say`` prints the tutorial's
@@ -20,17 +20,20 @@ import torch
 
 from .autoencoder import DenoisingAutoencoder
 from .batches import make_batches, steps_per_epoch
-from .config import (STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, SdARunConfig, TrainRunConfig, from_dict, merge,
-                     to_dict)
-from .data import DataError, Dataset, Split, labelled_splits, load_data
+from .config import (LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, LadderRunConfig,
+                     SdARunConfig, TrainRunConfig, from_dict, merge, to_dict)
+from .data import (UNLABELLED, DataError, Dataset, Split, hold_out_labelled, labelled_splits, load_data,
+                   semi_supervised_splits)
 from .distributed import SINGLE, World
 from .files import write_bytes
+from .ladder import LadderNetwork
 from .plots import save_filters, save_learning_curve, save_reconstructions
 from .runs import RunFolder, generators, restore
 from .saving import GENERATORS, load_generator_states, load_model, save_generator_states, save_model
 from .stacked import StackedDenoisingAutoencoder
 from .stream import NpyStream
-from .train import EpochResult, FinetuneEpoch, TrainState, finetune, pretrain, train
+from .train import (EpochResult, FinetuneEpoch, LadderEpoch, TrainState, error_rate, finetune, pretrain, train,
+                    train_ladder)
 
 N_PICTURE_EXAMPLES = 10  # digits shown in reconstructions.png
 Say = Callable[[str], None] | None
@@ -179,14 +182,26 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
         preset = checkpoint.state.get("preset")
     config = config or SdARunConfig()
     data = load_data(config.data, loss="cross-entropy")
-    (x, y), valid, test = labelled_splits(data, config.data, config.seed)
-    n_classes = int(y.max()) + 1
-    for name, part in (("validation", valid), ("test", test)):
-        if part is not None and (int(part[1].max()) >= n_classes or n_classes < 2):
-            raise DataError(f"{config.data}: labels must be integers 0..K-1 with K >= 2, and the {name} labels "
-                            f"within the training labels' range 0..{n_classes - 1}")
-    for B in (config.pretraining.batch_size, config.finetuning.batch_size):  # before any file is written
-        steps_per_epoch(len(x), B, world, config.data)
+    labelled = None
+    if _few_labels(config, data):
+        # Pre-training on every image; fine-tuning on the labels drawn, early stopping on a fifth of them.
+        part = semi_supervised_splits(data, config.labels, config.label_seed, config.data)
+        kept, held = hold_out_labelled(part.labelled, data.train.y, LABELLED_VALIDATION_FRACTION, config.label_seed)
+        x_pretrain, (x, y), test, n_classes = part.x, (data.train.x[kept], data.train.y[kept]), part.test, part.n_classes
+        valid = (data.train.x[held], data.train.y[held]) if len(held) else None
+        labelled = _labelled_record(config, part.labelled, held)
+        if config.finetuning.batch_size * world.size > len(x):  # the rule: a minibatch is at most the labels kept
+            config = merge(config, {"finetuning": {"batch_size": max(1, len(x) // world.size)}})
+            say(f"fine-tuning minibatches of {config.finetuning.batch_size}: the {len(x)} labels kept")
+    else:
+        (x, y), valid, test = labelled_splits(data, config.data, config.seed)
+        x_pretrain, n_classes = x, int(y.max()) + 1
+        for name, part in (("validation", valid), ("test", test)):
+            if part is not None and (int(part[1].max()) >= n_classes or n_classes < 2):
+                raise DataError(f"{config.data}: labels must be integers 0..K-1 with K >= 2, and the {name} labels "
+                                f"within the training labels' range 0..{n_classes - 1}")
+    steps_per_epoch(len(x_pretrain), config.pretraining.batch_size, world, config.data)  # before any file
+    steps_per_epoch(len(x), config.finetuning.batch_size, world, config.data)
     init, generator = generators(config.seed, world)
     if checkpoint is not None:
         model = checkpoint.model
@@ -205,16 +220,21 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
                         f"the data {x.shape[1]} and {n_classes}")
     model.to(world.device)
     sizes = "-".join(str(n) for n in [x.shape[1], *model.hidden_layer_sizes, n_classes])
-    say(f"SdA {sizes} on {data.name} ({len(x)} train, {len(valid[0])} valid, {0 if test is None else len(test[0])} "
-        f"test examples), preset {preset or 'none'}, {_where(world)}, writing to {run.path}")
+    n_valid = 0 if valid is None else len(valid[0])
+    examples = (f"{len(x)} train, {n_valid} valid" if labelled is None else
+                f"{len(x_pretrain)} unlabelled; {len(x)} labels to train on, {n_valid} for early stopping")
+    say(f"SdA {sizes} on {data.name} ({examples}, {0 if test is None else len(test[0])} test examples), "
+        f"preset {preset or 'none'}, {_where(world)}, writing to {run.path}")
     sda = _SdARun(config, run, model, generator, state, world, say, progress, preset, data,
                   checkpoint.state.get("clock") if checkpoint is not None else None)
     try:
         with run.removed_if_empty_on_failure():
             run.write_config(config)
+            if labelled is not None:
+                run.write_json(LABELLED_FILE, labelled)
             if phase == "pretrain":
-                sda.pretrain(x)
-            return sda.finetune((x, y), valid, test)
+                sda.pretrain(x_pretrain)
+            return sda.finetune((x, y), valid, test, labelled)
     except KeyboardInterrupt:
         run.write_interrupted("dae sda", epochs_done=len(run.metrics))
         raise
@@ -263,7 +283,7 @@ class _SdARun:
         self.state.restart()  # fine-tuning starts afresh
         say(f"The pretraining code ran for {self.clock['pretrain'] / 60:.2f}m")
 
-    def finetune(self, train_set, valid, test) -> dict:
+    def finetune(self, train_set, valid, test, labelled: dict | None) -> dict:
         config, run, say, model = self.config, self.run, self.say, self.model
         curves: dict = {}
         for m in run.metrics:
@@ -274,11 +294,12 @@ class _SdARun:
                         title="Pre-training: mean cost of each layer's dA")
 
         def report(e: FinetuneEpoch) -> None:
-            if e.complete:
+            if e.complete and valid is not None:
                 say(f"epoch {e.epoch}, validation error {e.valid_error:.2%}")
             if e.test_error is not None:
                 say(f"     epoch {e.epoch}, test error of best model {e.test_error:.2%}")
-            run.log({"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss, "valid_error": e.valid_error,
+            run.log({"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss,
+                     "valid_error": None if valid is None else e.valid_error,
                      "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4),
                      "complete": e.complete})
             self.save("finetune")
@@ -288,16 +309,20 @@ class _SdARun:
                           progress=self.progress, state=self.state, order_seed=config.seed, world=self.world)
         self.tick("finetune")
         test_text = "" if result.test_error is None else f" with test performance {result.test_error:.2%}"
-        say(f"Optimization complete with best validation score of {result.best_valid_error:.2%}, "
-            f"at epoch {result.best_epoch}{test_text}")
+        valid_text = "" if valid is None else f" with best validation score of {result.best_valid_error:.2%},"
+        say(f"Optimization complete{valid_text} at epoch {result.best_epoch}{test_text}")
         say(f"The fine tuning code ran for {self.clock['finetune'] / 60:.2f}m")
         pre, fine = self.clock["pretrain"], self.clock["finetune"]
         summary = {
             "data": self.data.name, "preset": self.preset, "pretrained": config.pretrain,
-            "best_valid_error": result.best_valid_error, "test_error": result.test_error,
+            "best_valid_error": None if valid is None else result.best_valid_error, "test_error": result.test_error,
             "best_epoch": result.best_epoch, "finetune_epochs_run": len(result.history),
             "stopped_by": result.stopped_by, "pretrain_seconds": round(pre, 3), "finetune_seconds": round(fine, 3),
-            "total_seconds": round(pre + fine, 3), "n_train": len(train_set[0]), "n_valid": len(valid[0]),
+            "total_seconds": round(pre + fine, 3), "n_train": len(train_set[0]),
+            "n_valid": 0 if valid is None else len(valid[0]),
+            "labels": None if labelled is None else labelled["labels"],
+            "label_seed": None if labelled is None else labelled["label_seed"],
+            "labelled_file": None if labelled is None else LABELLED_FILE,
             "n_test": None if test is None else len(test[0]), "n_classes": model.n_classes,
             "world_size": self.world.size, "global_batch_size": config.finetuning.batch_size * self.world.size,
             "device": str(self.world.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -313,6 +338,100 @@ class _SdARun:
                         title="Fine-tuning: error rates")
         run.write_json("summary.json", summary)
         return summary
+
+
+# --- few labels --------------------------------------------------------------------------------
+
+LABELLED_FILE = "labelled.json"
+
+
+def _few_labels(config, data: Dataset) -> bool:
+    """True when ``config`` learns from a subset of the labels (``labels`` set, or some unlabelled)."""
+    y = data.train.y
+    return config.labels is not None or (y is not None and bool((y == UNLABELLED).any()))
+
+
+def _labelled_record(config, indices: torch.Tensor, held_out: torch.Tensor | None = None) -> dict:
+    """What ``labelled.json`` holds: which training examples' labels the run read, and how they were drawn."""
+    record = {"labels": len(indices), "label_seed": config.label_seed, "drawn": config.labels is not None,
+              "indices": indices.tolist()}
+    if held_out is not None:
+        record["held_out_for_early_stopping"] = held_out.tolist()
+    return record
+
+
+def run_ladder(config: LadderRunConfig | None = None, out=None, *, resume=None, world: World | None = None,
+               say: Say = print, progress: bool = False) -> dict:
+    """Train a ladder network as ``config`` says (default: [Rasmus15]'s MNIST model with 100
+    labels) into the run folder ``out``; ``labelled.json`` names the labels it read.  A checkpoint
+    follows every ``checkpoint_every`` epochs, from which ``resume`` continues."""
+    world, say = world or SINGLE, say or _silent
+    checkpoint = None
+    if resume is not None:
+        run, checkpoint = RunFolder.resume(resume, world, LadderNetwork)
+        config = from_dict(LadderRunConfig, checkpoint.state["config"])
+    config = config or LadderRunConfig()
+    data = load_data(config.data, loss="cross-entropy")
+    part = semi_supervised_splits(data, config.labels, config.label_seed, config.data)
+    steps_per_epoch(len(part.x), config.training.batch_size, world, config.data)  # before any file is written
+    init, generator = generators(config.seed, world)
+    if checkpoint is not None:
+        model, state = checkpoint.model, restore(checkpoint, world, generator, LadderEpoch)
+        if model.n_visible != part.x.shape[1] or model.n_classes != part.n_classes:
+            raise DataError(f"--resume {resume}: the data {config.data} no longer fit the checkpoint's model")
+    else:
+        model = LadderNetwork.from_config(part.x.shape[1], part.n_classes, config.model, generator=init)
+        state = TrainState()
+        run = RunFolder.create(out, "ladder", world)
+    model.to(world.device)
+    sizes = "-".join(map(str, model.sizes))
+    say(f"Ladder network {sizes} on {data.name}: {len(part.labelled)} labelled of {len(part.x)} training examples, "
+        f"{config.training.epochs} epochs, {_where(world)}, writing to {run.path}")
+
+    def report(e: LadderEpoch) -> None:
+        valid = "" if e.valid_error != e.valid_error else f", validation error {e.valid_error:.2%}"
+        say(f"epoch {e.epoch}, cost {e.cost:.3f} (supervised {e.supervised:.4f}, denoising "
+            f"{e.cost - e.supervised:.3f}){valid}, {e.seconds:.1f} s")
+        run.log({"epoch": e.epoch, "cost": e.cost, "supervised": e.supervised, "denoising": list(e.denoising),
+                 "valid_error": None if e.valid_error != e.valid_error else e.valid_error,
+                 "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4)})
+        if e.epoch % config.checkpoint_every == 0 or e.epoch == config.training.epochs:
+            run.checkpoint(model, generator, config, state)
+
+    try:
+        with run.removed_if_empty_on_failure():
+            run.write_config(config)
+            run.write_json(LABELLED_FILE, _labelled_record(config, part.labelled))
+            start = time.perf_counter()
+            train_ladder(model, part.x, (part.x_labelled, part.y_labelled), config.training, valid=part.valid,
+                         generator=generator, callback=report, progress=progress, state=state,
+                         order_seed=config.seed, world=world)
+            seconds = sum(e.seconds for e in state.history)
+            test_error = None if part.test is None else error_rate(model, *part.test, world=world)
+            if test_error is not None:
+                say(f"test error {test_error:.2%} after {len(state.history)} epochs ({seconds / 60:.1f} min)")
+            summary = {
+                "data": data.name, "labels": len(part.labelled), "label_seed": config.label_seed,
+                "labelled_file": LABELLED_FILE, "n_unlabelled": len(part.x), "test_error": test_error,
+                "final_valid_error": state.history[-1].valid_error if part.valid is not None else None,
+                "epochs": len(state.history), "train_seconds": round(seconds, 3),
+                "wall_seconds_this_call": round(time.perf_counter() - start, 3), "n_classes": part.n_classes,
+                "world_size": world.size, "global_batch_size": config.training.batch_size * world.size,
+                "device": str(world.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "config": to_dict(config),
+            }
+            if run.main:
+                save_model(model, run.path, image_shape=data.image_shape, data=data.name)
+                run.picture(save_filters, "filters.png", model.W[0].detach(), data.image_shape)
+                curves = {"supervised": [(e.epoch, e.supervised) for e in state.history],
+                          "denoising": [(e.epoch, e.cost - e.supervised) for e in state.history]}
+                run.picture(save_learning_curve, "curve.png", curves, logy=True,
+                            title="Ladder network: mean costs per epoch")
+            run.write_json("summary.json", summary)
+            return summary
+    except KeyboardInterrupt:
+        run.write_interrupted("dae ladder", epochs_done=len(state.history))
+        raise
 
 
 def _continue_generator(path: Path, seed: int, world: World, generator: torch.Generator) -> None:

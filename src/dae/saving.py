@@ -4,7 +4,8 @@ A model is a folder with two files:
 
     model.safetensors   the tensors (safetensors holds raw arrays and a JSON header, no code)
     config.json         what the tensors are: {"format": "dae", "format_version": 1,
-                        "kind": "DenoisingAutoencoder" or "StackedDenoisingAutoencoder",
+                        "kind": "DenoisingAutoencoder", "StackedDenoisingAutoencoder"
+                                or "LadderNetwork",
                         "n_visible": ..., ...}
 
 The tutorial saved its models with pickle, which executes whatever the file says when it is
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save
 
 from .autoencoder import DenoisingAutoencoder
 from .config import DAConfig, from_dict
+from .ladder import LadderNetwork
 from .stacked import StackedDenoisingAutoencoder
 from .files import write_bytes, write_text
 
@@ -47,11 +49,16 @@ def save_model(model: DenoisingAutoencoder | StackedDenoisingAutoencoder, direct
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+    tensors = _model_tensors(model)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": type(model).__name__,
               **_architecture(model), **extra}
     write_bytes(directory / WEIGHTS, save(tensors))
     write_text(directory / CONFIG, json.dumps(config, indent=2) + "\n")
+
+
+def _model_tensors(model) -> dict[str, torch.Tensor]:
+    """The parameters and the buffers (a ladder's running statistics) of ``model``, on the CPU."""
+    return {name: t.detach().cpu().contiguous() for name, t in (*model.named_parameters(), *model.named_buffers())}
 
 
 def _architecture(model) -> dict:
@@ -65,6 +72,9 @@ def _architecture(model) -> dict:
                 "n_classes": model.n_classes,
                 "corruption_levels": [dA.corruption_level for dA in model.autoencoders],
                 "dropout": model.dropout.p, "input_corruption": model.input_corruption}
+    if isinstance(model, LadderNetwork):
+        return {"sizes": list(model.sizes), "noise_std": model.noise_std,
+                "denoising_weights": list(model.denoising_weights)}
     raise TypeError(f"cannot save a {type(model).__name__}")
 
 
@@ -103,7 +113,8 @@ def _build(config: dict, where: Path, kind: type | None, tensors: dict[str, torc
     """The model that ``config`` describes, holding ``tensors``; every field, name, shape and
     dtype is checked first.  The architecture is first built on the "meta" device, which
     allocates nothing, so that a config claiming huge sizes cannot exhaust memory."""
-    builders = {"DenoisingAutoencoder": _build_dA, "StackedDenoisingAutoencoder": _build_sda}
+    builders = {"DenoisingAutoencoder": _build_dA, "StackedDenoisingAutoencoder": _build_sda,
+                "LadderNetwork": _build_ladder}
     if config.get("kind") not in builders:
         raise ModelFileError(f"{where}: unknown model kind {config.get('kind')!r}")
     if kind is not None and config["kind"] != kind.__name__:
@@ -112,7 +123,8 @@ def _build(config: dict, where: Path, kind: type | None, tensors: dict[str, torc
     tensors = {_LEGACY_NAMES.get(name, name): t for name, t in tensors.items()}
     try:
         with torch.device("meta"):
-            expected = dict(build(config).named_parameters())
+            meta = build(config)
+            expected = {**dict(meta.named_parameters()), **dict(meta.named_buffers())}
     except (TypeError, ValueError, RuntimeError) as e:  # RuntimeError: sizes beyond any memory
         raise ModelFileError(f"{where}: {str(e).splitlines()[0]}") from None
     if set(tensors) != set(expected):
@@ -124,7 +136,7 @@ def _build(config: dict, where: Path, kind: type | None, tensors: dict[str, torc
                                  f"expected {p.dtype} {tuple(p.shape)}")
     model = build(config)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, p in (*model.named_parameters(), *model.named_buffers()):
             p.copy_(tensors[name])
     return model
 
@@ -156,7 +168,7 @@ def save_checkpoint(path: str | os.PathLike, model, generator: torch.Generator, 
     """Write ``model``, ``generator``'s state, ``state`` (JSON-serialisable), a torch.optim
     ``optimizer_state`` (its state_dict, if any) and extra named ``tensors`` to ``path``."""
     extra = tensors or {}
-    tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+    tensors = _model_tensors(model)
     tensors.update({f"{_EXTRA}.{name}": t.detach().cpu().contiguous() for name, t in extra.items()})
     tensors[_GENERATOR] = generator.get_state()
     optimizer = None
@@ -234,6 +246,18 @@ def _build_sda(config: dict) -> StackedDenoisingAutoencoder:
     _check(_level(dropout) and _level(noise), "dropout and input_corruption must be in [0, 1)")
     return StackedDenoisingAutoencoder(config["n_visible"], sizes, config["n_classes"], [float(v) for v in levels],
                                        dropout=float(dropout), input_corruption=float(noise))
+
+
+def _build_ladder(config: dict) -> LadderNetwork:
+    sizes, weights, noise = config.get("sizes"), config.get("denoising_weights"), config.get("noise_std")
+    _check(isinstance(sizes, list) and len(sizes) >= 3 and all(map(_positive_int, sizes)),
+           "sizes must be a list of at least three positive integers")
+    _check(isinstance(weights, list) and len(weights) == len(sizes)
+           and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                   for w in weights), "denoising_weights must hold one number >= 0 per size")
+    _check(isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise) and noise >= 0,
+           "noise_std must be a number >= 0")
+    return LadderNetwork(sizes, float(noise), [float(w) for w in weights])
 
 
 def _check(ok: bool, message: str) -> None:

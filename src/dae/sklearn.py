@@ -1,10 +1,21 @@
-"""scikit-learn estimators: a denoising autoencoder as a transformer, an SdA as a classifier.
+"""scikit-learn estimators: a denoising autoencoder as a transformer; an SdA and a ladder network
+as classifiers that learn from unlabelled rows too.
 
 They follow scikit-learn's conventions (``BernoulliRBM`` is the closest relative): the
 constructor stores its parameters untouched; ``fit`` validates its input and sets the learned
-attributes, which end in an underscore; ``random_state`` makes every fit repeatable.  Both
-pass ``sklearn.utils.estimator_checks.check_estimator`` and work in ``Pipeline`` and
-``GridSearchCV``.
+attributes, which end in an underscore; ``random_state`` makes every fit repeatable.  All
+pass ``sklearn.utils.estimator_checks.check_estimator`` (the classifiers but for one case, below)
+and work in ``Pipeline`` and ``GridSearchCV``.
+
+Unlabelled rows.  The classifiers take scikit-learn's semi-supervised convention
+(``SelfTrainingClassifier``, ``LabelSpreading``): in an integer or float ``y``, -1
+(:data:`dae.data.UNLABELLED`) marks a row without a label.  Every row of X is unlabelled data
+(the SdA pre-trains on it, the ladder denoises it); only the labelled rows are learned as
+classes, so ``classes_`` never holds -1.  The rules are the command line's, from the same
+functions (:func:`dae.data.semi_supervised_splits`, :func:`dae.data.hold_out_labelled`).  So -1
+is never a class: ``y`` in {-1, 1} holds one labelled class, an error (scikit-learn's
+``check_classifiers_classes`` fits such a ``y`` as two classes, and exempts its own
+semi-supervised classifiers from that case by name).  String labels have no unlabelled marker.
 
 Inputs outside [0, 1].  The cross-entropy loss treats each input as the probability of a
 pixel being on, so it needs values in [0, 1].  Data already in [0, 1] (pixels / 255, say)
@@ -30,17 +41,19 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .autoencoder import DenoisingAutoencoder
-from .config import SDA_PRESETS, VALIDATION_FRACTION, TrainRunConfig, merge
+from .config import SDA_PRESETS, VALIDATION_FRACTION, LadderRunConfig, TrainRunConfig, merge
 from .distributed import resolve_device
-from .data import split_validation
+from .data import UNLABELLED, Dataset, Split, hold_out_labelled, semi_supervised_splits, split_validation
+from .ladder import LadderNetwork
 from .stacked import StackedDenoisingAutoencoder
-from .train import finetune, pretrain, train
+from .train import finetune, pretrain, train, train_ladder
 
-# The estimators' defaults are those of `dae train` and of `dae sda`'s default preset, read from
-# dae.config (scikit-learn needs them written out in each __init__; a test checks they agree).
-DA, SDA = TrainRunConfig(), SDA_PRESETS["default"]
+# The estimators' defaults are those of `dae train`, of `dae sda`'s default preset and of
+# `dae ladder`, read from dae.config (scikit-learn needs them written out in each __init__; a
+# test checks they agree).
+DA, SDA, LADDER = TrainRunConfig(), SDA_PRESETS["default"], LadderRunConfig()
 
-__all__ = ["DAETransformer", "SdAClassifier"]
+__all__ = ["DAETransformer", "LadderClassifier", "SdAClassifier"]
 
 
 class _UnitInterval:
@@ -60,6 +73,34 @@ class _UnitInterval:
 
 def _seed(random_state) -> int:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def _labels(estimator, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(classes_, codes): the classes of the labelled rows, and each row's index into them, or
+    :data:`~dae.data.UNLABELLED` for a row that integer or float ``y`` marks unlabelled (-1)."""
+    check_classification_targets(y)
+    name = type(estimator).__name__
+    unlabelled = y == UNLABELLED if y.dtype.kind in "iuf" else np.zeros(len(y), dtype=bool)
+    if unlabelled.all():
+        raise ValueError(f"{name}: every row of y is {UNLABELLED} (unlabelled); it needs labelled samples of at "
+                         f"least 2 classes")
+    if unlabelled.any() and (y[~unlabelled] < 0).any():
+        raise ValueError(f"{name}: y marks unlabelled rows with {UNLABELLED}, and then the other labels must be >= 0; "
+                         f"got {y[~unlabelled].min().item()!r}")
+    encoder = LabelEncoder().fit(y[~unlabelled])
+    if len(encoder.classes_) < 2:
+        among = f" among the labelled rows ({UNLABELLED} marks an unlabelled row)" if unlabelled.any() else ""
+        raise ValueError(f"{name} needs samples of at least 2 classes; got 1 class{among}: "
+                         f"{encoder.classes_[0].item()!r}")
+    codes = np.full(len(y), UNLABELLED, dtype=np.int64)
+    codes[~unlabelled] = encoder.transform(y[~unlabelled])
+    return encoder.classes_, codes
+
+
+def _semi_supervised(x: torch.Tensor, codes: np.ndarray):
+    """The command line's split of data with unlabelled rows (:func:`dae.data.semi_supervised_splits`):
+    every row is unlabelled data, the rows not marked unlabelled are the labelled set."""
+    return semi_supervised_splits(Dataset(Split(x, torch.from_numpy(codes)), None, None, None, "y"), None, 0, "y")
 
 
 def _noise_generator(seed_generator: torch.Generator, seed: int, device: torch.device) -> torch.Generator:
@@ -205,6 +246,12 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     network by SGD with momentum on the labels.  A ``validation_fraction`` of the training set
     is held out for the tutorial's early stopping (0 turns it off).
 
+    Semi-supervised: rows of ``y`` marked -1 are unlabelled (see the module's docstring).  Then,
+    as ``dae sda --labels`` does, every row of X is pre-trained on, and the network is fine-tuned
+    on the labelled rows only; the early-stopping set is a ``validation_fraction`` of the
+    labelled rows, drawn balanced over the classes (:func:`dae.data.hold_out_labelled`), and
+    the fine-tuning minibatches are at most the labelled rows kept to train on.
+
     Parameters
     ----------
     hidden_layer_sizes : tuple of int, default=(1000, 1000, 1000)  (tutorial)
@@ -220,7 +267,8 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     schedule : {"constant", "cosine"}, default="cosine"
     dropout : float, default=0.2
     input_corruption : float, default=0.1
-    validation_fraction : float, default=1/6 (MNIST's 10,000 of 60,000), drawn at random
+    validation_fraction : float, default=1/6 (MNIST's 10,000 of 60,000), drawn at random (of
+        the labelled rows, balanced over the classes, where some rows are unlabelled)
     random_state : int, RandomState instance or None, default=None
     device : str, default="auto"
         Where to train and predict: "auto" (a GPU if there is one), "cpu", "cuda" or "cuda:N".
@@ -229,8 +277,21 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     Attributes
     ----------
     model_ : StackedDenoisingAutoencoder
-    classes_ : ndarray of the class labels
+    classes_ : ndarray of the class labels (of the labelled rows: never -1)
     n_features_in_, feature_names_in_, input_range_, result_ (a FinetuneResult)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(return_X_y=True)
+    >>> y_few = np.where(np.arange(len(y)) % 10 == 0, y, -1)  # a tenth of the labels
+    >>> clf = SdAClassifier(hidden_layer_sizes=(64,), random_state=0).fit(X / 16, y_few)
+
+    References
+    ----------
+    [Vincent10] P. Vincent, H. Larochelle, I. Lajoie, Y. Bengio, P.-A. Manzagol. Stacked denoising
+        autoencoders. JMLR 11 (2010).
     """
 
     def __init__(self, hidden_layer_sizes=SDA.model.hidden_layer_sizes, corruption_levels=None,
@@ -256,39 +317,43 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         self.random_state = random_state
         self.device = device
 
-    def _config(self, n_rows: int):
-        """The settings as a checked config (a bad one raises ValueError)."""
+    def _config(self, n_pretrain: int, n_finetune: int):
+        """The settings as a checked config (a bad one raises ValueError); the minibatches at most
+        the rows pre-trained on and the rows fine-tuned on."""
         levels = None if self.corruption_levels is None else list(self.corruption_levels)
         return merge(SDA, {"device": self.device,
                            "model": {"hidden_layer_sizes": list(self.hidden_layer_sizes), "corruption_levels": levels,
                                      "dropout": self.dropout, "input_corruption": self.input_corruption},
                            "pretraining": {"epochs": self.pretrain_epochs, "learning_rate": self.pretrain_learning_rate,
-                                           "batch_size": min(self.pretrain_batch_size, n_rows)},
+                                           "batch_size": min(self.pretrain_batch_size, n_pretrain)},
                            "finetuning": {"epochs": self.finetune_epochs, "learning_rate": self.learning_rate,
-                                          "batch_size": min(self.batch_size, n_rows), "momentum": self.momentum,
+                                          "batch_size": min(self.batch_size, n_finetune), "momentum": self.momentum,
                                           "schedule": self.schedule}})
 
     def fit(self, X, y):
-        """Pre-train, then fine-tune on (X, y)."""
+        """Pre-train on X, then fine-tune on the labelled rows of (X, y); -1 in y marks an unlabelled row."""
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        check_classification_targets(y)
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        encoder = LabelEncoder().fit(y)
-        self.classes_ = encoder.classes_
-        if len(self.classes_) < 2:
-            raise ValueError(f"SdAClassifier needs samples of at least 2 classes; got 1 class: {self.classes_[0]!r}")
+        self.classes_, codes = _labels(self, y)
         self.fit_range(X, True)
-        x, labels = self.to_tensor(X), torch.tensor(encoder.transform(y), dtype=torch.int64)
+        x, labels = self.to_tensor(X), torch.from_numpy(codes)
         seed = _seed(self.random_state)
-        (xt, yt), valid = split_validation(x, labels, self.validation_fraction, seed)
-        config = self._config(len(xt))
+        if (codes == UNLABELLED).any():  # `dae sda --labels`: pre-training on every row, fine-tuning on the labels
+            part = _semi_supervised(x, codes)
+            x_pretrain, labelled = part.x, part.labelled
+            kept, held = hold_out_labelled(labelled, labels, self.validation_fraction, seed)
+            (xt, yt), valid = (x[kept], labels[kept]), ((x[held], labels[held]) if len(held) else None)
+        else:
+            (xt, yt), valid = split_validation(x, labels, self.validation_fraction, seed)
+            x_pretrain = xt
+        config = self._config(len(x_pretrain), len(xt))
         device = resolve_device(config.device)
         g = torch.Generator().manual_seed(seed)
         self.model_ = StackedDenoisingAutoencoder.from_config(X.shape[1], len(self.classes_), config.model,
                                                               generator=g).to(device)
         g = _noise_generator(g, seed, device)
-        pretrain(self.model_, xt, config.pretraining, generator=g)
+        pretrain(self.model_, x_pretrain, config.pretraining, generator=g)
         self.result_ = finetune(self.model_, (xt, yt), valid, None, config.finetuning, generator=g)
         return self
 
@@ -298,6 +363,115 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         x = self.to_tensor(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
         with torch.no_grad():
             return self.model_.predict_proba(x.to(self.model_.classifier.W.device)).cpu().numpy().astype(np.float64)
+
+    def predict(self, X):
+        """The most probable class of each row."""
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+
+class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
+    """A ladder network [Rasmus15] as a scikit-learn classifier that learns from unlabelled rows.
+
+    Every layer of an MLP encoder is corrupted with Gaussian noise and a decoder with lateral
+    connections denoises every layer; the denoising costs on every row of X and the supervised
+    cost on the labelled rows are minimised together by Adam, for a fixed number of epochs (no
+    validation set, nothing selected on any label), as ``dae ladder`` does
+    (:func:`dae.train.train_ladder`).  Rows of ``y`` marked -1 are unlabelled (see the module's
+    docstring); with every row labelled it is a supervised classifier with a denoising
+    regulariser.  Each minibatch of ``batch_size`` rows of X goes with one of as many labelled
+    rows (at most all of them), drawn afresh.  Inputs are mapped into [0, 1] as for the SdA.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(1000, 500, 250, 250, 250)  ([Rasmus15]'s MNIST model)
+    noise_std : float, default=0.3
+        Standard deviation of the Gaussian noise on every layer of the corrupted path.
+    denoising_weights : tuple of float or None, default=None
+        lambda_l for the input, each hidden layer and the top (``len(hidden_layer_sizes) + 2``
+        values); None: [Rasmus15]'s 1000, 10, then 0.1 for every layer above
+        (:func:`dae.config.default_denoising_weights`).
+    n_epochs : int, default=50
+        Passes over the rows of X.
+    learning_rate : float, default=0.002
+        Adam's step size ([Rasmus15]).
+    batch_size : int, default=100
+        Rows of X per minibatch (at most the number of rows), with as many labelled rows.
+    schedule : {"anneal", "constant", "cosine"}, default="anneal"
+        The learning rate's schedule ("anneal": constant, then down to zero over the last third).
+    random_state : int, RandomState instance or None, default=None
+    device : str, default="auto"
+        Where to train: "auto" (a GPU if there is one), "cpu", "cuda" or "cuda:N".  Inference
+        (predict, predict_proba) runs on the CPU in float64.
+    The defaults are those of ``dae ladder`` (:class:`dae.config.LadderRunConfig`).
+
+    Attributes
+    ----------
+    model_ : LadderNetwork
+    classes_ : ndarray of the class labels (of the labelled rows: never -1)
+    n_features_in_, feature_names_in_, input_range_, history_ (one LadderEpoch per epoch)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(return_X_y=True)
+    >>> y_few = np.where(np.arange(len(y)) % 20 == 0, y, -1)  # one label in twenty
+    >>> clf = LadderClassifier(hidden_layer_sizes=(100, 50), n_epochs=30, random_state=0).fit(X / 16, y_few)
+    >>> clf.predict(X[:3] / 16).shape
+    (3,)
+
+    References
+    ----------
+    [Rasmus15] A. Rasmus, H. Valpola, M. Honkala, M. Berglund, T. Raiko. Semi-supervised learning
+        with ladder networks. NIPS 2015 (arXiv:1507.02672).
+    """
+
+    def __init__(self, hidden_layer_sizes=LADDER.model.hidden_layer_sizes, noise_std=LADDER.model.noise_std,
+                 denoising_weights=None, n_epochs=LADDER.training.epochs, learning_rate=LADDER.training.learning_rate,
+                 batch_size=LADDER.training.batch_size, schedule=LADDER.training.schedule, random_state=None,
+                 device=LADDER.device):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.noise_std = noise_std
+        self.denoising_weights = denoising_weights
+        self.n_epochs = n_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.schedule = schedule
+        self.random_state = random_state
+        self.device = device
+
+    def _config(self, n_rows: int) -> LadderRunConfig:
+        """The settings as a checked config (a bad one raises ValueError); minibatches of at most ``n_rows``."""
+        weights = None if self.denoising_weights is None else list(self.denoising_weights)
+        return merge(LADDER, {"device": self.device,
+                              "model": {"hidden_layer_sizes": list(self.hidden_layer_sizes),
+                                        "noise_std": self.noise_std, "denoising_weights": weights},
+                              "training": {"epochs": self.n_epochs, "learning_rate": self.learning_rate,
+                                           "batch_size": min(self.batch_size, n_rows), "schedule": self.schedule}})
+
+    def fit(self, X, y):
+        """Train on every row of X and the labelled rows of (X, y); -1 in y marks an unlabelled row."""
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        self.classes_, codes = _labels(self, y)
+        config = self._config(len(X))
+        self.fit_range(X, True)
+        part = _semi_supervised(self.to_tensor(X), codes)  # `dae ladder`'s split: x is every row
+        seed, device = _seed(self.random_state), resolve_device(config.device)
+        init = torch.Generator().manual_seed(seed)
+        self.model_ = LadderNetwork.from_config(X.shape[1], len(self.classes_), config.model,
+                                                generator=init).to(device)
+        self.history_ = train_ladder(self.model_, part.x, (part.x_labelled, part.y_labelled), config.training,
+                                     generator=_noise_generator(init, seed, device), order_seed=seed)
+        # Inference in float64, so that a row's result does not depend on the rows computed with it.
+        self._inference_model = copy.deepcopy(self.model_).cpu().double()
+        return self
+
+    def predict_proba(self, X):
+        """p(class | x) for each row, from the clean path; columns in the order of ``classes_``."""
+        check_is_fitted(self)
+        x = self.to_tensor(validate_data(self, X, dtype=[np.float64, np.float32], reset=False)).double()
+        return self._inference_model.predict_proba(x).numpy()
 
     def predict(self, X):
         """The most probable class of each row."""

@@ -5,7 +5,9 @@
   variants the hand-written step does not cover (momentum, Adam, weight decay, a schedule, the
   sparsity and contractive penalties);
 * :class:`FinetuneStep`: SGD with optional momentum on the whole stack's negative
-  log-likelihood, written out by hand.
+  log-likelihood, written out by hand;
+* :class:`LadderStep`: autograd and torch.optim on a ladder network's supervised and
+  denoising costs.
 
 Every step is called on a *block* of consecutive minibatches (a tuple ``(x,)`` or ``(x, y)`` of
 k x B rows) and returns the sum over the block's rows of their cost before each update.
@@ -171,24 +173,8 @@ class DAStep:
         return float(torch.dot(flat_a, flat_a))
 
 
-class AutogradStep:
-    """Steps by autograd on ``model.loss`` and a torch.optim optimizer; the same corruption is
-    drawn, in the same order, as by :class:`DAStep`."""
-
-    def __init__(self, model: DenoisingAutoencoder, config: TrainingConfig, block_steps: int,
-                 world: World = SINGLE) -> None:
-        self.model, self.B, self.block_steps, self.world = model, config.batch_size, block_steps, world
-        weights = [p for name, p in model.named_parameters() if name in ("W", "W_prime")]
-        biases = [p for name, p in model.named_parameters() if name not in ("W", "W_prime")]
-        groups = [{"params": weights, "weight_decay": config.weight_decay}, {"params": biases, "weight_decay": 0.0}]
-        if config.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
-        else:
-            self.optimizer = torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum,
-                                             nesterov=config.nesterov)
-        self.params = [p for g in groups for p in g["params"]]
-        # The sparsity penalty's mean activation is that of the whole global minibatch.
-        self.mean = None if world.size == 1 else world.mean_rows
+class _TorchOptimStep:
+    """What the steps on a torch.optim optimizer (``self.optimizer``) share."""
 
     def set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -201,6 +187,19 @@ class AutogradStep:
         if state:
             self.optimizer.load_state_dict(state)
 
+
+class AutogradStep(_TorchOptimStep):
+    """Steps by autograd on ``model.loss`` and a torch.optim optimizer; the same corruption is
+    drawn, in the same order, as by :class:`DAStep`."""
+
+    def __init__(self, model: DenoisingAutoencoder, config: TrainingConfig, block_steps: int,
+                 world: World = SINGLE) -> None:
+        self.model, self.B, self.block_steps, self.world = model, config.batch_size, block_steps, world
+        self.optimizer = make_optimizer(model, ("W", "W_prime"), config)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        # The sparsity penalty's mean activation is that of the whole global minibatch.
+        self.mean = None if world.size == 1 else world.mean_rows
+
     def __call__(self, block: tuple[torch.Tensor, ...], generator: torch.Generator) -> float:
         total = 0.0
         with torch.enable_grad():
@@ -208,13 +207,72 @@ class AutogradStep:
                 loss = self.model.loss(xb, generator, self.mean)
                 self.optimizer.zero_grad(set_to_none=False)
                 loss.backward()
-                if self.world.size > 1:  # the mean gradient of the global minibatch
-                    flat = torch.cat([p.grad.reshape(-1) for p in self.params])
-                    self.world.all_reduce_(flat).div_(self.world.size)
-                    for p, g in zip(self.params, flat.split([p.numel() for p in self.params])):
-                        p.grad.copy_(g.view_as(p))
+                _average_gradients(self.params, self.world)
                 self.optimizer.step()
                 total += loss.item() * len(xb)
+        return total
+
+
+def make_optimizer(model: torch.nn.Module, decayed: tuple[str, ...], config: TrainingConfig,
+                   fused: bool = False) -> torch.optim.Optimizer:
+    """The config's torch.optim optimizer over ``model``'s parameters; weight decay applies to
+    those whose name (its last part) is in ``decayed``, the weights, not the biases."""
+    named = list(model.named_parameters())
+    weights = [p for name, p in named if name.split(".")[0] in decayed]
+    others = [p for name, p in named if name.split(".")[0] not in decayed]
+    groups = [{"params": weights, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.learning_rate, fused=fused or None)
+    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def _average_gradients(params: list[torch.Tensor], world: World) -> None:
+    """Replace each gradient by its mean over the processes: the gradient of the global minibatch."""
+    if world.size == 1:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    world.all_reduce_(flat).div_(world.size)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
+
+
+class LadderStep(_TorchOptimStep):
+    """One step per minibatch of unlabelled rows, by autograd on the ladder's costs
+    (:meth:`dae.ladder.LadderNetwork.costs`): with each minibatch of B unlabelled rows goes a
+    minibatch of min(B, n) of the n labelled examples, drawn afresh (without replacement within
+    it), as [Rasmus15]'s code pairs 100 labelled with 100 unlabelled examples.  Besides the total
+    it returns, the step sums the supervised and each layer's denoising cost: :meth:`take_parts`."""
+
+    def __init__(self, model, labelled: tuple[torch.Tensor, torch.Tensor], config: TrainingConfig,
+                 block_steps: int, world: World = SINGLE) -> None:
+        self.model, self.B, self.block_steps, self.world = model, config.batch_size, block_steps, world
+        self.x_labelled, self.y_labelled = labelled
+        # The fused Adam kernel: a fifth of a step's time without it (784-1000-500-250-250-250-10, B = 100).
+        self.optimizer = make_optimizer(model, ("W", "V"), config, fused=config.optimizer == "adam")
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.parts = torch.zeros(1 + len(model.sizes), dtype=torch.float64)
+
+    def take_parts(self) -> torch.Tensor:
+        """The sums over rows, since the last call, of the supervised cost and of each layer's
+        weighted denoising cost (the parts of the total that the calls returned)."""
+        parts, self.parts = self.parts, torch.zeros_like(self.parts)
+        return parts
+
+    def __call__(self, block: tuple[torch.Tensor, ...], generator: torch.Generator) -> float:
+        n = len(self.y_labelled)
+        total = 0.0
+        with torch.enable_grad():
+            for xb in block[0].split(self.B):
+                pick = torch.randperm(n, generator=generator, device=generator.device)[: self.B]
+                supervised, denoising = self.model.costs(self.x_labelled[pick], self.y_labelled[pick], xb, generator)
+                loss = supervised + sum(denoising)
+                self.optimizer.zero_grad(set_to_none=False)
+                loss.backward()
+                _average_gradients(self.params, self.world)
+                self.optimizer.step()
+                parts = torch.stack([supervised.detach(), *(d.detach() for d in denoising)])
+                self.parts += parts.double().cpu() * len(xb)
+                total += float(parts.sum()) * len(xb)
         return total
 
 

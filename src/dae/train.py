@@ -2,9 +2,10 @@
 
 * :func:`train` trains one dA (the tutorial's ``dA.py``);
 * :func:`pretrain` trains the dAs of a stack one layer at a time, and :func:`finetune` trains
-  the whole stack on the labels with the tutorial's early stopping (``SdA.py``).
+  the whole stack on the labels with the tutorial's early stopping (``SdA.py``);
+* :func:`train_ladder` trains a ladder network on unlabelled rows and a few labelled ones.
 
-All three run :func:`run_epochs`: for each epoch, the learning rate of the schedule, the order
+All four run :func:`run_epochs`: for each epoch, the learning rate of the schedule, the order
 of the minibatches (the data's, or a new one drawn from ``(order_seed, epoch)``, the same on
 every process and again in a resumed run), one step per minibatch (:mod:`dae.steps`), the
 epoch's mean cost summed over the processes, the divergence check, then the caller's end of
@@ -31,7 +32,7 @@ from .batches import Batches, StreamBatches, make_batches
 from .config import FinetuneConfig, TrainingConfig, learning_rate_at, merge
 from .distributed import SINGLE, World
 from .stacked import StackedDenoisingAutoencoder
-from .steps import AutogradStep, DAStep, FinetuneStep
+from .steps import AutogradStep, DAStep, FinetuneStep, LadderStep
 
 # Rows handled per block of bulk work: big enough that the vectorised passes are cheap per
 # element, small enough that the block's buffers (about 3 x 2048 x 784 floats) stay in cache.
@@ -70,6 +71,19 @@ class FinetuneEpoch:
     learning_rate: float
     seconds: float
     complete: bool = True  # False for an epoch that patience ended before its last minibatch
+
+
+@dataclass(frozen=True)
+class LadderEpoch:
+    """What one epoch of a ladder network's training reports."""
+
+    epoch: int
+    cost: float  # mean over the epoch's minibatches of supervised + denoising costs
+    supervised: float  # mean cross-entropy of the corrupted path on the labelled minibatches
+    denoising: tuple[float, ...]  # mean weighted denoising cost of each layer, the input first
+    valid_error: float  # after the epoch, if a validation set was given (only shown, never selects); else NaN
+    learning_rate: float
+    seconds: float
 
 
 @dataclass
@@ -402,6 +416,75 @@ def finetune(model: StackedDenoisingAutoencoder, train_set, valid_set=None, test
                     p.copy_(state.best_params[name])
     best_valid = math.nan if valid_set is None else state.best_valid_error
     return FinetuneResult(state.history, state.best_epoch, best_valid, state.test_error, state.stopped_by)
+
+
+# --- ladder networks ----------------------------------------------------------------------------
+
+
+def train_ladder(model, x, labelled, config: TrainingConfig | None = None, *, valid=None,
+                 generator: int | torch.Generator | None = None,
+                 callback: Callable[[LadderEpoch], None] | None = None, progress: bool = False,
+                 state: TrainState | None = None, order_seed: int = 0, world: World | None = None,
+                 **settings) -> list[LadderEpoch]:
+    """Train a :class:`dae.ladder.LadderNetwork` on the unlabelled rows ``x`` and the labelled
+    pair ``labelled = (x_l, y_l)``, for a fixed number of epochs (one epoch: one pass over ``x``).
+
+    ``config`` defaults to :class:`dae.config.LadderRunConfig`'s training: [Rasmus15]'s Adam at
+    0.002, minibatches of 100, the rate annealed to zero over the last third.  ``valid`` (an
+    ``(x, y)`` pair) is evaluated after every epoch and only reported: nothing is selected on it,
+    so a run with few labels need not have one.  ``x`` may hold the labelled rows too (it
+    should: every image is unlabelled data).  ``generator``, ``callback``, ``progress``, ``state``,
+    ``order_seed``, ``world``: as for :func:`train` (each process passes its own labelled share
+    or the same labelled set; the unlabelled rows are split between the processes).
+    """
+    from .config import LadderRunConfig
+
+    config = merge(config or LadderRunConfig().training, settings)
+    world = world or SINGLE
+    device, dtype = model.W[0].device, model.W[0].dtype
+    x_l, y_l = _as_tensor(labelled[0], dtype).to(device), _as_tensor(labelled[1], torch.int64).to(device)
+    _check_labels((x_l, y_l), model, "labelled")
+    if valid is not None:
+        _check_labels(valid, model, "valid")
+    if len(y_l) < 2 or x_l.shape[1:] != (model.n_visible,):  # batch normalisation needs two rows
+        raise ValueError(f"labelled: needs at least two examples of {model.n_visible} values")
+    batches = make_batches(x, batch_size=config.batch_size, world=world, device=device, dtype=dtype)
+    if batches.n_cols != model.n_visible:
+        raise ValueError(f"x must have shape (n, {model.n_visible}), got ({batches.n_rows}, {batches.n_cols})")
+    generator = as_generator(generator, device)
+    state = state if state is not None else TrainState()
+    world.broadcast_(model.parameters())
+    world.broadcast_(model.buffers())
+    step = LadderStep(model, (x_l, y_l), config, max(1, CHUNK_ROWS // config.batch_size), world)
+    step.load_state_dict(state.optimizer)
+    model.train()
+    if state.reference_cost is None:  # the initial weights' cost, without moving the running statistics
+        with torch.no_grad():
+            model.eval()
+            head = batches.head(config.batch_size)
+            supervised, denoising = model.costs(x_l[: config.batch_size], y_l[: config.batch_size], head,
+                                                as_generator(order_seed, device))
+            state.reference_cost = float(supervised + sum(denoising))
+            model.train()
+    shuffle = isinstance(batches, StreamBatches) if config.shuffle is None else config.shuffle
+
+    def finish_epoch(epoch: int, cost: float, lr: float, seconds: float, complete: bool) -> LadderEpoch:
+        parts = world.sum(*step.take_parts().tolist())
+        rows = batches.steps * config.batch_size * world.size
+        valid_error = math.nan if valid is None else error_rate(model, *valid, world=world)
+        return LadderEpoch(epoch, cost, parts[0] / rows, tuple(p / rows for p in parts[1:]), valid_error, lr,
+                           seconds)
+
+    finished = state.stopped_by is not None
+    try:
+        run_epochs(step, batches, epochs=config.epochs, learning_rate=lambda e: learning_rate_at(config, e),
+                   shuffle=shuffle, generator=generator, state=state, finish_epoch=finish_epoch,
+                   order_seed=order_seed, world=world, progress=progress, callback=callback)
+    finally:
+        model.eval()
+    if isinstance(x, torch.Tensor) and not finished:  # every rank holds every row: the same statistics
+        model.set_population_statistics(x)
+    return state.history
 
 
 def _as_tensor(v, dtype: torch.dtype) -> torch.Tensor:

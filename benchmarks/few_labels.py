@@ -1,0 +1,171 @@
+"""Few labels: MNIST test error with N labels, every other training image unlabelled.
+
+Three methods on the same draws of the N labels (balanced over the classes, from ``--label-seed``
+0, 1, 2, ...), side by side with the published rows:
+
+* ``mlp``: the SdA's network (784-1000-1000-1000-10) fine-tuned on the N labels alone, from
+  random weights (``dae sda --labels N --no-pretrain``);
+* ``sda``: the same network pre-trained on all 60,000 training images, then fine-tuned on the N
+  (``dae sda --labels N``);
+* ``ladder``: the ladder network of Rasmus et al. (2015) (``dae ladder --labels N``).
+
+No label outside the N is read: the SdA and the MLP stop early on a fifth of the N held out, the
+ladder runs a fixed schedule.  The recipes were fixed before any run (not chosen on test or
+validation labels): ``dae sda``'s default preset with the tutorial's fine-tuning cap of 1000
+epochs at a constant rate (``FEW_LABEL_FINETUNING``), and ``dae ladder``'s defaults.
+
+Every run is a run folder under ``--out`` (``ladder-N1000-draw0/`` ...), with its summary.json,
+labelled.json and curves; a run whose summary.json exists is not run again, so the table can be
+filled in over several sittings.  The script prints the table (mean +- standard deviation over
+the draws, wall time per run) and writes ``few_labels.json`` and ``few_labels.png`` (test error
+against the number of labels, log scale, one line per method, the published points marked).
+
+    python benchmarks/few_labels.py --labels 100,1000 --draws 3 [--methods mlp,sda,ladder] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dae import SDA_PRESETS, LadderRunConfig, run_ladder, run_sda
+from dae.config import merge
+from dae.files import write_bytes, write_text
+
+# Test error (%) with N labels, permutation-invariant MNIST: Kingma et al. (2014), table 1; the
+# ladder: Rasmus et al. (2015), table 1 (mean and standard deviation over their runs).
+PUBLISHED = {
+    "plain NN (Kingma 2014)": {100: 25.80, 600: 11.44, 1000: 10.70, 3000: 6.04},
+    "CAE (Kingma 2014)": {100: 13.47, 600: 6.30, 1000: 4.77, 3000: 3.22},
+    "MTC (Kingma 2014)": {100: 12.03, 600: 5.13, 1000: 3.64, 3000: 2.57},
+    "M1+M2 (Kingma 2014)": {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18},
+    "ladder (Rasmus 2015)": {100: 1.06, 1000: 0.84},
+}
+# The SdA's fine-tuning on few labels: the default preset's batch (capped at the labels kept),
+# momentum, dropout and input masking, with the tutorial's cap of 1000 epochs and its patience
+# rule at a constant rate.  An epoch of 800 labels is 8 steps, so the preset's 80 cosine epochs
+# would stop after 640, and the tutorial's initial patience of 10 epochs after 80: patience
+# starts at 100 epochs instead.
+FEW_LABEL_FINETUNING = {"finetuning": {"epochs": 1000, "schedule": "constant", "patience_epochs": 100}}
+METHODS = ("mlp", "sda", "ladder")
+
+
+def config_for(method: str, labels: int, draw: int):
+    if method == "ladder":
+        return merge(LadderRunConfig(), {"labels": labels, "label_seed": draw})
+    return merge(SDA_PRESETS["default"], {**FEW_LABEL_FINETUNING, "labels": labels, "label_seed": draw,
+                                          "pretrain": method == "sda"})
+
+
+def run_one(method: str, labels: int, draw: int, out: Path, existing_only: bool = False) -> dict | None:
+    """The run's summary, from its folder if it has one, else by running it (None with ``existing_only``)."""
+    folder = out / f"{method}-N{labels}-draw{draw}"
+    if (folder / "summary.json").is_file():
+        summary = json.loads((folder / "summary.json").read_text())
+        if not summary.get("interrupted"):
+            return summary
+    if existing_only:
+        return None
+    config = config_for(method, labels, draw)
+    start = time.perf_counter()
+    if method == "ladder":
+        summary = run_ladder(config, folder, say=None)
+    else:
+        summary = run_sda(config, folder, say=None, preset="default")
+    summary["benchmark_wall_seconds"] = round(time.perf_counter() - start, 1)
+    write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def seconds_of(summary: dict) -> float:
+    return summary.get("benchmark_wall_seconds") or summary.get("total_seconds") or summary.get("train_seconds")
+
+
+def plot(path: Path, table: dict) -> None:
+    fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for method, rows in table.items():
+        ns = sorted(rows)
+        means = [rows[n]["mean"] for n in ns]
+        stds = [rows[n]["std"] for n in ns]
+        ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=f"dae {method} (this script)")
+    for name, points in PUBLISHED.items():
+        ns = sorted(points)
+        ax.plot(ns, [points[n] for n in ns], linestyle=":", marker="x", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="labelled examples", ylabel="test error (%)",
+           title="MNIST with few labels (permutation invariant)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_bytes(path, buf.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", default="100,1000", help="numbers of labels, comma-separated")
+    parser.add_argument("--draws", type=int, default=3, help="draws of the labelled set (label seeds 0..D-1)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--out", default="runs/few_labels")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--existing", action="store_true",
+                        help="run nothing: the table of the runs already in --out (a cell may then have fewer draws)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    label_counts = [int(n) for n in args.labels.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown method {sorted(unknown)[0]}; choose from {', '.join(METHODS)}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; runs in {out}")
+    table: dict = {}
+    for n in label_counts:
+        for method in methods:
+            runs = []
+            for draw in range(args.draws):
+                s = run_one(method, n, draw, out, args.existing)
+                if s is None:
+                    continue
+                runs.append({"draw": draw, "test_error": 100 * s["test_error"], "seconds": seconds_of(s)})
+                print(f"{method:6s} N={n:5d} draw {draw}: test error {100 * s['test_error']:.2f}%, "
+                      f"{seconds_of(s) / 60:.1f} min", flush=True)
+            errors = [r["test_error"] for r in runs]
+            if not errors:
+                continue
+            table.setdefault(method, {})[n] = {
+                "mean": statistics.fmean(errors), "std": statistics.stdev(errors) if len(errors) > 1 else math.nan,
+                "runs": runs}
+    print()
+    print("test error (%), mean +- standard deviation over [k] draws of the labels; minutes per run")
+    header = "".join(f"{n:>26d}" for n in label_counts)
+    print(f"{'method':28s}{header}")
+    for method, rows in table.items():
+        cells = "".join(f"{rows[n]['mean']:>9.2f} +- {rows[n]['std']:4.2f} [{len(rows[n]['runs'])}] "
+                        f"({statistics.fmean(r['seconds'] for r in rows[n]['runs']) / 60:3.0f}m)"
+                        if n in rows else f"{'':>26s}" for n in label_counts)
+        print(f"{'dae ' + method:28s}{cells}")
+    for name, points in PUBLISHED.items():
+        cells = "".join(f"{points[n]:>26.2f}" if n in points else f"{'':>26s}" for n in label_counts)
+        print(f"{name:28s}{cells}")
+    write_text(out / "few_labels.json", json.dumps({"label_counts": label_counts, "draws": args.draws,
+                                                   "table": table, "published": PUBLISHED,
+                                                   "threads": torch.get_num_threads()}, indent=2) + "\n")
+    plot(out / "few_labels.png", table)
+    print(f"\nwrote {out / 'few_labels.json'} and {out / 'few_labels.png'}")
+
+
+if __name__ == "__main__":
+    main()
