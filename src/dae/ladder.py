@@ -149,9 +149,12 @@ class LadderNetwork(nn.Module):
         """One pass of the encoder with the minibatch's statistics.
 
         Returns the z_l for l = 0..L (noisy when ``noise_std`` > 0), the (mean, 1/std) of each
-        z_pre_l for l = 1..L (clean path only: the decoder's targets are normalised with them),
-        and the class logits of the top.  ``update_running`` moves the running statistics.
+        z_pre_l for l = 1..L (the clean path, ``noise_std`` = 0, only: the decoder's targets are
+        normalised with them), and the class logits of the top.  ``update_running`` moves the
+        running statistics towards the clean path's.
         """
+        if len(x) < 2:
+            raise ValueError(f"batch normalisation needs at least two rows, got {len(x)}")
         def noisy(t: torch.Tensor) -> torch.Tensor:
             if noise_std == 0.0:
                 return t
@@ -161,7 +164,7 @@ class LadderNetwork(nn.Module):
         zs, stats = [h], []
         for l in range(1, len(self.sizes)):
             z_pre = h @ self.W[l - 1]
-            if noise_std == 0.0 and not torch.is_grad_enabled():  # the clean path: keep the statistics
+            if noise_std == 0.0:  # the clean path: keep the statistics
                 running = (self.running_mean(l), self.running_var(l)) if update_running else (None, None)
                 z, mean, invstd = torch.native_batch_norm(z_pre, None, None, *running, True, RUNNING_MOMENTUM,
                                                           BN_EPS)
@@ -191,7 +194,9 @@ class LadderNetwork(nn.Module):
         if len(x_labelled):
             _, _, logits = self.encode(x_labelled, self.noise_std, generator)
             supervised = F.cross_entropy(logits, y)
-        with torch.no_grad():  # the clean path: targets and statistics, no gradient
+        # The clean path: targets and statistics, no gradient.  The running statistics follow the
+        # unlabelled rows' (those of the data, not of the few labels).
+        with torch.no_grad():
             clean, stats, _ = self.encode(x_unlabelled, 0.0, update_running=self.training)
         noisy, _, logits = self.encode(x_unlabelled, self.noise_std, generator)
         denoised = self.decode(noisy, logits)
