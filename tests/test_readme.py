@@ -70,9 +70,11 @@ def test_the_scikit_learn_example_runs_on_a_small_setting():
     ns = run(example("from dae.sklearn import", {
         "DAETransformer(n_hidden=500, random_state=0)": "DAETransformer(n_hidden=20, n_epochs=1, random_state=0)",
         "SdAClassifier(random_state=0)": "SdAClassifier(hidden_layer_sizes=[20], pretrain_epochs=1, "
-                                         "finetune_epochs=2, random_state=0)"}), {"X": X, "y": y})
+                                         "finetune_epochs=2, random_state=0)",
+        "LadderClassifier(random_state=0)": "LadderClassifier(hidden_layer_sizes=[20], n_epochs=1, random_state=0)"}),
+        {"X": X, "y": y})
     assert ns["search"].best_params_["dae__corruption_level"] in (0.0, 0.3)
-    assert ns["clf"].predict(X).shape == (300,)
+    assert ns["clf"].predict(X).shape == (300,) and set(ns["clf"].classes_) == set(y[:100].tolist())
 
 
 def _dae_command_lines() -> list[list[str]]:
@@ -89,7 +91,7 @@ def _dae_command_lines() -> list[list[str]]:
 def test_every_dae_command_line_in_the_readme_is_accepted():
     lines = _dae_command_lines()
     commands = {argv[0] for argv in lines}
-    assert {"tutorial", "train", "sda", "encode", "score"} <= commands, commands
+    assert {"tutorial", "train", "sda", "ladder", "encode", "score"} <= commands, commands
     parser = build_parser()
     for argv in lines:
         parser.parse_args(argv)  # a UsageError names what the command no longer accepts
@@ -97,7 +99,7 @@ def test_every_dae_command_line_in_the_readme_is_accepted():
 
 def test_every_option_in_the_readmes_tables_is_an_option_of_dae(capsys):
     known = set()
-    for command in ("train", "tutorial", "sda", "encode", "score"):
+    for command in ("train", "tutorial", "sda", "ladder", "encode", "score"):
         with pytest.raises(SystemExit):
             build_parser().parse_args([command, "--help"])
         known |= set(re.findall(r"(?<![\w-])--[a-z][\w-]*", capsys.readouterr().out))
