@@ -115,6 +115,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", default="100,1000", help="numbers of labels, comma-separated")
     parser.add_argument("--draws", type=int, default=3, help="draws of the labelled set (label seeds 0..D-1)")
+    parser.add_argument("--first-draw", type=int, default=0,
+                        help="start at this draw (e.g. to run draws side by side in two processes)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", default="runs/few_labels")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -135,7 +137,7 @@ def main() -> None:
     for n in label_counts:
         for method in methods:
             runs = []
-            for draw in range(args.draws):
+            for draw in range(args.first_draw, args.draws):
                 s = run_one(method, n, draw, out, args.existing)
                 if s is None:
                     continue
