@@ -140,6 +140,25 @@ def test_dae_ladder_writes_a_model_curves_and_a_summary(mnist, tmp_path):
     assert all(len(m["denoising"]) == 4 and m["valid_error"] is None for m in metrics)
 
 
+def test_a_ladder_encodes_with_its_hidden_layers_and_does_not_score(mnist, tmp_path, capsys):
+    data = _npz(tmp_path / "d.npz", mnist)
+    out = tmp_path / "run"
+    assert main(["ladder", "--data", str(data), "--labels", "100", *LADDER_ARGS, "--out", str(out)]) == 0
+    model = load_model(out)
+    for layer, width in ((None, 12), (1, 24)):
+        features = tmp_path / f"f{layer}.npy"
+        argv = ["encode", "--model", str(out), "--data", str(data), "--split", "test", "--out", str(features)]
+        assert main(argv + ([] if layer is None else ["--layer", str(layer)])) == 0
+        expected = model.hidden(mnist.test.x[:500], layer or 2)
+        assert np.allclose(np.load(features), expected.detach().numpy(), atol=1e-5) and expected.shape[1] == width
+    capsys.readouterr()
+    assert main(["encode", "--model", str(out), "--data", str(data), "--layer", "3", "--out",
+                 str(tmp_path / "x.npy")]) == 2
+    assert "the model has 2 hidden layers" in capsys.readouterr().err
+    assert main(["score", "--model", str(out), "--data", str(data), "--out", str(tmp_path / "s.npy")]) == 2
+    assert "score needs a DenoisingAutoencoder (dae train), not a LadderNetwork" in capsys.readouterr().err
+
+
 def test_dae_ladder_with_every_label_shows_the_validation_error(mnist, tmp_path):
     data = _npz(tmp_path / "d.npz", mnist)
     out = tmp_path / "run"

@@ -35,9 +35,9 @@ from .data import DataError, load_data
 from .distributed import DeviceError, init_world, launched_by_torchrun
 from .experiments import run_ladder, run_sda, run_train, run_tutorial
 from .files import write_bytes, write_text
+from .ladder import LadderNetwork
 from .runs import RunError
 from .saving import ModelFileError, load_model
-from .ladder import LadderNetwork
 from .stacked import StackedDenoisingAutoencoder
 from .train import TrainingDiverged
 
