@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dae import SDA_PRESETS, SdARunConfig, TrainRunConfig, load_model
+from dae import SDA_PRESETS, LadderRunConfig, SdARunConfig, TrainRunConfig, load_model
 from dae.cli import main
 from dae.config import from_dict, to_dict
 
@@ -277,7 +277,7 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path):
         assert not (tmp_path / "o").exists()
 
 
-TRAIN, SDA = TrainRunConfig(), SDA_PRESETS["default"]
+TRAIN, SDA, LADDER = TrainRunConfig(), SDA_PRESETS["default"], LadderRunConfig()
 
 
 def _shown(value) -> str:
@@ -315,7 +315,16 @@ SDA_HELP = {
     "--schedule": SDA.finetuning.schedule, "--shuffle": SDA.finetuning.shuffle,
     "--patience": SDA.finetuning.patience_epochs, "--seed": SDA.seed, "--no-pretrain": _switch(not SDA.pretrain),
     "--pretrained": SDA.pretrained, "--config": NOT_SHOWN, "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN,
-    "--device": SDA.device, "--resume": NOT_SHOWN,
+    "--device": SDA.device, "--resume": NOT_SHOWN, "--labels": "all" if SDA.labels is None else SDA.labels,
+    "--label-seed": SDA.label_seed,
+}
+LADDER_HELP = {
+    "--data": LADDER.data, "--hidden": LADDER.model.hidden_layer_sizes, "--noise-std": LADDER.model.noise_std,
+    "--denoising-weights": LADDER.model.denoising_weights, "--epochs": LADDER.training.epochs,
+    "--lr": LADDER.training.learning_rate, "--batch-size": LADDER.training.batch_size,
+    "--schedule": LADDER.training.schedule, "--seed": LADDER.seed, "--checkpoint-every": LADDER.checkpoint_every,
+    "--labels": LADDER.labels, "--label-seed": LADDER.label_seed, "--config": NOT_SHOWN,
+    "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN, "--device": LADDER.device, "--resume": NOT_SHOWN,
 }
 MODEL_HELP = {"--model": NOT_SHOWN, "--data": NOT_SHOWN, "--split": "train", "--out": NOT_SHOWN,
               "--device": TRAIN.device}
@@ -323,6 +332,7 @@ HELP = {
     "train": {**DA_HELP, "--resume": NOT_SHOWN},
     "tutorial": {k: v for k, v in DA_HELP.items() if k not in ("--corruption", "--checkpoint-every")},
     "sda": SDA_HELP,
+    "ladder": LADDER_HELP,
     "encode": {**MODEL_HELP, "--layer": "top"},
     "score": MODEL_HELP,
 }

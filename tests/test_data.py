@@ -315,12 +315,13 @@ def test_npz_with_ambiguous_keys_lists_them(tmp_path):
         ({}, "no arrays"),
         ({"x_train": np.zeros((3, 4)), "x_test": np.zeros((2, 5))}, "x_train has 4"),
         ({"x_train": np.zeros((3, 4)), "y_train": np.zeros(2)}, "2 labels for 3"),
-        ({"x_train": np.zeros((3, 4)), "y_train": np.array([0, -1, 2])}, ">= 0"),
+        ({"x_train": np.zeros((3, 4)), "y_train": np.array([0, -2, 2])}, ">= -1 (-1: unlabelled), found -2"),
+        ({"x_train": np.zeros((3, 4)), "x_valid": np.zeros((2, 4)), "y_valid": np.array([0, -1])}, ">= 0"),
         ({"x_train": np.zeros((3, 4)), "y_train": np.array([0, 0.5, 1])}, "whole"),
         ({"x_train": np.zeros((3, 4)), "y_valid": np.zeros(3)}, "no x_valid"),
         ({"x_train": np.zeros((3, 4)), "x_test": np.full((1, 4), np.nan)}, "test data"),
     ],
-    ids=["empty", "width", "n-labels", "negative", "fractional", "y-only", "nan-test"],
+    ids=["empty", "width", "n-labels", "negative", "unlabelled-valid", "fractional", "y-only", "nan-test"],
 )
 def test_npz_problems(tmp_path, arrays, match):
     np.savez(tmp_path / "bad.npz", **arrays)

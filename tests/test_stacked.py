@@ -540,7 +540,7 @@ def test_no_pretrain_skips_pretraining(tmp_path, labelled, capsys):
     "make, extra, phrase",
     [
         (lambda p: np.save(p.with_suffix(".npy"), np.random.rand(60, 4)), [], "needs labels"),
-        (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 3 - 1), [], "label"),
+        (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 3 - 2), [], "label"),
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.full(60, 0.5)), [], "label"),
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.zeros(60, int)), [], "K >= 2"),
         (lambda p: np.savez(p, x_train=np.random.rand(60, 4), y_train=np.arange(60) % 2,

@@ -854,8 +854,6 @@ def labelled_splits(data: Dataset, source: str, seed: int):
     if data.train.y is None:
         raise DataError(f"{source}: dae sda needs labels (y_train in an .npz, or an MNIST-format folder)")
     x, y = data.train
-    if bool((y == UNLABELLED).any()):
-        raise DataError(f"{source}: some training examples are unlabelled (-1); this needs --labels")
     if data.valid is not None and data.valid.y is not None:
         train, valid = (x, y), tuple(data.valid)
     else:
