@@ -28,7 +28,9 @@ The fully connected model of [Rasmus15] (section 3 and algorithm 1):
   ``sum_l lambda_l / n_l || z_l - (z^_l - mean_l) / std_l ||^2`` per unlabelled example, where
   z_l, mean_l, std_l come from the clean path (the targets; no gradient flows into them).
 
-At test time the clean path runs with running averages of the clean batch statistics.
+At test time the clean path runs with the running statistics: averages of the clean batch
+statistics while training, replaced at its end by the population statistics of the final weights
+(:meth:`LadderNetwork.set_population_statistics`).
 
 References
 ----------
