@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dae import SDA_PRESETS, LadderRunConfig, SdARunConfig, TrainRunConfig, load_model
+from dae import SDA_PRESETS, DeepRunConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, load_model
 from dae.cli import main
-from dae.config import from_dict, to_dict
+from dae.config import ANOMALY_SCORE, from_dict, to_dict
 
 
 @pytest.fixture
@@ -277,7 +277,7 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path):
         assert not (tmp_path / "o").exists()
 
 
-TRAIN, SDA, LADDER = TrainRunConfig(), SDA_PRESETS["default"], LadderRunConfig()
+TRAIN, SDA, LADDER, DEEP = TrainRunConfig(), SDA_PRESETS["default"], LadderRunConfig(), DeepRunConfig()
 
 
 def _shown(value) -> str:
@@ -289,11 +289,13 @@ def _switch(on: bool) -> str:
 
 
 NOT_SHOWN = object()  # an option without a default, such as --quiet
+FIRST_IMAGE = "the first image's"  # what image_size None means: the size of a folder's first image
 
 # Every option of every subcommand, and the default its help must show.
 # The values come from dae.config: the help may not keep defaults of its own.
 DA_HELP = {
-    "--data": TRAIN.data, "--hidden": TRAIN.model.n_hidden, "--corruption": TRAIN.model.corruption_level,
+    "--data": TRAIN.data, "--image-size": TRAIN.image_size or FIRST_IMAGE,
+    "--hidden": TRAIN.model.n_hidden, "--corruption": TRAIN.model.corruption_level,
     "--noise": TRAIN.model.noise, "--loss": TRAIN.model.loss, "--activation": TRAIN.model.activation,
     "--untied": _switch(not TRAIN.model.tied), "--sparsity-target": TRAIN.model.sparsity_target,
     "--sparsity-weight": TRAIN.model.sparsity_weight, "--contraction": TRAIN.model.contraction,
@@ -306,7 +308,8 @@ DA_HELP = {
     "--config": NOT_SHOWN, "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN, "--device": TRAIN.device,
 }
 SDA_HELP = {
-    "--preset": NOT_SHOWN, "--data": SDA.data, "--hidden": SDA.model.hidden_layer_sizes,
+    "--preset": NOT_SHOWN, "--data": SDA.data, "--image-size": SDA.image_size or FIRST_IMAGE,
+    "--hidden": SDA.model.hidden_layer_sizes,
     "--corruption": SDA.model.corruption_levels, "--dropout": SDA.model.dropout,
     "--finetune-corruption": SDA.model.input_corruption, "--pretrain-epochs": SDA.pretraining.epochs,
     "--pretrain-lr": SDA.pretraining.learning_rate, "--pretrain-batch-size": SDA.pretraining.batch_size,
@@ -319,22 +322,37 @@ SDA_HELP = {
     "--label-seed": SDA.label_seed,
 }
 LADDER_HELP = {
-    "--data": LADDER.data, "--hidden": LADDER.model.hidden_layer_sizes, "--noise-std": LADDER.model.noise_std,
+    "--data": LADDER.data, "--image-size": LADDER.image_size or FIRST_IMAGE,
+    "--hidden": LADDER.model.hidden_layer_sizes, "--noise-std": LADDER.model.noise_std,
     "--denoising-weights": LADDER.model.denoising_weights, "--epochs": LADDER.training.epochs,
     "--lr": LADDER.training.learning_rate, "--batch-size": LADDER.training.batch_size,
     "--schedule": LADDER.training.schedule, "--seed": LADDER.seed, "--checkpoint-every": LADDER.checkpoint_every,
     "--labels": LADDER.labels, "--label-seed": LADDER.label_seed, "--config": NOT_SHOWN,
     "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN, "--device": LADDER.device, "--resume": NOT_SHOWN,
 }
-MODEL_HELP = {"--model": NOT_SHOWN, "--data": NOT_SHOWN, "--split": "train", "--out": NOT_SHOWN,
+DEEP_HELP = {
+    "--data": DEEP.data, "--image-size": DEEP.image_size or FIRST_IMAGE, "--hidden": DEEP.model.hidden_layer_sizes,
+    "--code": DEEP.model.code_activation, "--tied": _switch(DEEP.model.tied), "--loss": DEEP.model.loss,
+    "--corruption": DEEP.model.corruption_levels, "--pretrain-epochs": DEEP.pretraining.epochs,
+    "--pretrain-lr": DEEP.pretraining.learning_rate, "--pretrain-batch-size": DEEP.pretraining.batch_size,
+    "--epochs": DEEP.training.epochs, "--lr": DEEP.training.learning_rate, "--batch-size": DEEP.training.batch_size,
+    "--optimizer": DEEP.training.optimizer, "--schedule": DEEP.training.schedule,
+    "--no-pretrain": _switch(not DEEP.pretrain), "--seed": DEEP.seed, "--checkpoint-every": DEEP.checkpoint_every,
+    "--config": NOT_SHOWN, "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN, "--device": DEEP.device,
+    "--resume": NOT_SHOWN,
+}
+MODEL_HELP = {"--model": NOT_SHOWN, "--data": NOT_SHOWN,
+              "--image-size": f"the image size the model was trained on, else {FIRST_IMAGE}", "--split": "train",
+              "--out": NOT_SHOWN,
               "--device": TRAIN.device}
 HELP = {
     "train": {**DA_HELP, "--resume": NOT_SHOWN},
     "tutorial": {k: v for k, v in DA_HELP.items() if k not in ("--corruption", "--checkpoint-every")},
     "sda": SDA_HELP,
     "ladder": LADDER_HELP,
+    "deep": DEEP_HELP,
     "encode": {**MODEL_HELP, "--layer": "top"},
-    "score": MODEL_HELP,
+    "score": {**MODEL_HELP, "--score": ANOMALY_SCORE, "--contamination": NOT_SHOWN, "--per-feature": NOT_SHOWN},
 }
 
 
@@ -385,7 +403,8 @@ def test_encode_writes_the_codes_of_every_row(tmp_path, tiny_npy, trained, capsy
 
 def test_score_writes_one_reconstruction_error_per_row_and_summarises_them(tmp_path, tiny_npy, trained, capsys):
     for name in ("s.npy", "s.csv"):
-        code, stdout, err = run(capsys, "score", "--model", trained, "--data", tiny_npy, "--out", tmp_path / name)
+        code, stdout, err = run(capsys, "score", "--model", trained, "--data", tiny_npy, "--out", tmp_path / name,
+                                "--score", "cross-entropy")
         assert code == 0, err
     scores = np.load(tmp_path / "s.npy")
     assert np.allclose(np.loadtxt(tmp_path / "s.csv"), scores)

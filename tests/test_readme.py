@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dae import load_mnist
@@ -67,7 +68,7 @@ def test_the_scikit_learn_example_runs_on_a_small_setting():
     pytest.importorskip("sklearn")
     mnist = load_mnist()
     X, y = mnist.train.x[:300].numpy(), mnist.train.y[:300].numpy()
-    ns = run(example("from dae.sklearn import", {
+    ns = run(example("from dae.sklearn import DAETransformer, LadderClassifier", {
         "DAETransformer(n_hidden=500, random_state=0)": "DAETransformer(n_hidden=20, n_epochs=1, random_state=0)",
         "SdAClassifier(random_state=0)": "SdAClassifier(hidden_layer_sizes=[20], pretrain_epochs=1, "
                                          "finetune_epochs=2, random_state=0)",
@@ -75,6 +76,19 @@ def test_the_scikit_learn_example_runs_on_a_small_setting():
         {"X": X, "y": y})
     assert ns["search"].best_params_["dae__corruption_level"] in (0.0, 0.3)
     assert ns["clf"].predict(X).shape == (300,) and set(ns["clf"].classes_) == set(y[:100].tolist())
+
+
+def test_the_detector_example_runs_on_a_small_setting():
+    pytest.importorskip("sklearn")
+    mnist = load_mnist()
+    ns = run(example("AutoencoderOutlierDetector(DAETransformer", {
+        "DAETransformer(n_hidden=64, random_state=0)": "DAETransformer(n_hidden=8, n_epochs=1, random_state=0)"}),
+        {"X_normal": mnist.train.x[:200].numpy(), "X_new": mnist.test.x[:50].numpy()})
+    errors, per_pixel = ns["errors"], ns["per_pixel"]
+    assert set(ns["labels"].tolist()) <= {-1, 1} and per_pixel.shape == (50, 784)
+    assert np.allclose(per_pixel.sum(axis=1), errors) and np.allclose(ns["normality"], -errors)
+    assert np.array_equal(ns["margin"] < 0, ns["labels"] == -1)
+    assert ns["deep"].get_params()["autoencoder__hidden_layer_sizes"] == (256, 64, 16)
 
 
 def _dae_command_lines() -> list[list[str]]:
@@ -91,7 +105,7 @@ def _dae_command_lines() -> list[list[str]]:
 def test_every_dae_command_line_in_the_readme_is_accepted():
     lines = _dae_command_lines()
     commands = {argv[0] for argv in lines}
-    assert {"tutorial", "train", "sda", "ladder", "encode", "score"} <= commands, commands
+    assert {"tutorial", "train", "sda", "ladder", "deep", "encode", "score"} <= commands, commands
     parser = build_parser()
     for argv in lines:
         parser.parse_args(argv)  # a UsageError names what the command no longer accepts
@@ -99,7 +113,7 @@ def test_every_dae_command_line_in_the_readme_is_accepted():
 
 def test_every_option_in_the_readmes_tables_is_an_option_of_dae(capsys):
     known = set()
-    for command in ("train", "tutorial", "sda", "ladder", "encode", "score"):
+    for command in ("train", "tutorial", "sda", "ladder", "deep", "encode", "score"):
         with pytest.raises(SystemExit):
             build_parser().parse_args([command, "--help"])
         known |= set(re.findall(r"(?<![\w-])--[a-z][\w-]*", capsys.readouterr().out))

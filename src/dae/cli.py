@@ -4,13 +4,14 @@
     dae tutorial   the tutorial's experiment: corruption 0% and 30%, filters of each
     dae sda        stacked denoising autoencoders: pre-training, fine-tuning, test error
     dae ladder     a ladder network: semi-supervised learning from few labels
+    dae deep       a deep autoencoder: pre-trained stack, unrolled, fine-tuned on reconstruction
     dae encode     features of a data set from a trained model
     dae score      reconstruction errors of a data set: anomaly scores
 
 Settings come from :mod:`dae.config` (its defaults, or a ``dae sda`` preset), then a ``--config``
 file (JSON or TOML, e.g. a run's ``run_config.json``), then the options given.  The runs themselves
-are :mod:`dae.experiments`.  ``train``, ``tutorial`` and ``sda`` also run data-parallel under
-``torchrun`` (see :mod:`dae.distributed`); then only rank 0 prints and writes files.  Every
+are :mod:`dae.experiments`.  ``train``, ``tutorial``, ``sda``, ``ladder`` and ``deep`` also run
+data-parallel under ``torchrun`` (see :mod:`dae.distributed`); then only rank 0 prints and writes files.  Every
 mistake a user can make ends in one line ``dae: error: ...`` on stderr and exit status 2.
 """
 
@@ -27,17 +28,20 @@ import numpy as np
 import torch
 
 from . import __version__
+from .anomaly import SCORES, check_contamination, reconstruction_errors, threshold_from_contamination
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
-from .config import (OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, LadderRunConfig, TrainRunConfig,
-                     load_config_file, merge)
+from .config import (ANOMALY_SCORE, OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, DeepRunConfig, LadderRunConfig,
+                     TrainRunConfig, load_config_file, merge)
+from .deep import CODE_ACTIVATIONS, DeepAutoencoder
 from .corruption import NOISES
-from .data import DataError, load_data
+from .data import DataError, is_image_folder, load_data
 from .distributed import DeviceError, init_world, launched_by_torchrun
-from .experiments import run_ladder, run_sda, run_train, run_tutorial
+from .experiments import N_PICTURE_EXAMPLES, run_deep, run_ladder, run_sda, run_train, run_tutorial
 from .files import write_bytes, write_text
 from .ladder import LadderNetwork
+from .plots import save_worst_reconstructions
 from .runs import RunError
-from .saving import ModelFileError, load_model
+from .saving import ModelFileError, load_model, read_config
 from .stacked import StackedDenoisingAutoencoder
 from .train import TrainingDiverged
 
@@ -72,9 +76,33 @@ non_negative = _number(float, lambda v: v >= 0, "a non-negative number")
 probability = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
+def contamination(text: str):
+    """--contamination: 'auto' or a fraction in (0, 0.5], as for scikit-learn's IsolationForest."""
+    try:
+        value = text if text == "auto" else float(text)
+        check_contamination(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 0.5] or 'auto', got {text!r}") from None
+    return value
+
+
 def labels_count(text: str):
     """--labels: a positive count, or 'all' (set as None in the config)."""
     return "all" if text == "all" else _number(int, lambda v: v > 0, "a positive number of labels or 'all'")(text)
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """--image-size: "H,W" (height, width), or "N" for N,N."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected H,W or N, positive integers, got {text!r}")
+    return (values * 2)[:2]
+
+
+IMAGE_SIZE_HELP = "resize the images of a --data folder of images to H,W pixels (N: N,N)"
 
 
 def _list_of(parse_one):
@@ -88,8 +116,10 @@ def _list_of(parse_one):
 # to None, "not given", so that a --config file or a preset is only overridden by what is given;
 # the help shows the setting's default from dae.config.
 DA_OPTIONS = [
-    ("--data", "data", dict(metavar="PATH", help="'mnist' (bundled), a folder of MNIST-format IDX files, "
-                                                 "or a .npy, .npz, .csv or IDX file with one example per row")),
+    ("--data", "data", dict(metavar="PATH", help="'mnist' (bundled), a folder of MNIST-format IDX files, a folder "
+                                                 "of images (subfolders as classes), or a .npy, .npz, .csv or IDX "
+                                                 "file with one example per row")),
+    ("--image-size", "image_size", dict(type=image_size, metavar="H,W", help=IMAGE_SIZE_HELP)),
     ("--hidden", "model.n_hidden", dict(type=positive_int, help="hidden units")),
     ("--corruption", "model.corruption_level", dict(type=fraction, help="noise level: for masking, the fraction "
                                                                         "of inputs zeroed (dae train)")),
@@ -120,9 +150,20 @@ DA_OPTIONS = [
     ("--checkpoint-every", "checkpoint_every", dict(type=positive_int, metavar="N",
                                                     help="write checkpoint.safetensors every N epochs")),
 ]
+# The pre-training of a stack's dAs, for dae sda and dae deep.
+PRETRAIN_OPTIONS = [
+    ("--pretrain-epochs", "pretraining.epochs", dict(type=_list_of(positive_int), metavar="N[,N,...]",
+                                                     help="pre-training epochs, one value or one per layer")),
+    ("--pretrain-lr", "pretraining.learning_rate", dict(type=_list_of(positive_float), metavar="X[,X,...]",
+                                                        help="pre-training learning rate, one or one per layer")),
+    ("--pretrain-batch-size", "pretraining.batch_size", dict(type=positive_int, metavar="N",
+                                                            help="pre-training minibatch size")),
+]
 SDA_OPTIONS = [
-    ("--data", "data", dict(metavar="PATH", help="labelled data: 'mnist', a folder of MNIST-format IDX files, or an "
-                                                 ".npz with x_train, y_train (and x_valid, y_valid, x_test, y_test)")),
+    ("--data", "data", dict(metavar="PATH", help="labelled data: 'mnist', a folder of MNIST-format IDX files, a "
+                                                 "folder of images in one subfolder per class, or an .npz with "
+                                                 "x_train, y_train (and x_valid, y_valid, x_test, y_test)")),
+    ("--image-size", "image_size", dict(type=image_size, metavar="H,W", help=IMAGE_SIZE_HELP)),
     ("--hidden", "model.hidden_layer_sizes", dict(type=_list_of(positive_int), metavar="N,N,...",
                                                   help="hidden layer sizes")),
     ("--corruption", "model.corruption_levels", dict(type=_list_of(fraction), metavar="P,P,...",
@@ -130,12 +171,7 @@ SDA_OPTIONS = [
     ("--dropout", "model.dropout", dict(type=fraction, metavar="P", help="dropout of hidden units in fine-tuning")),
     ("--finetune-corruption", "model.input_corruption", dict(type=fraction, metavar="P",
                                                              help="input masking in fine-tuning")),
-    ("--pretrain-epochs", "pretraining.epochs", dict(type=_list_of(positive_int), metavar="N[,N,...]",
-                                                     help="pre-training epochs, one value or one per layer")),
-    ("--pretrain-lr", "pretraining.learning_rate", dict(type=_list_of(positive_float), metavar="X[,X,...]",
-                                                        help="pre-training learning rate, one or one per layer")),
-    ("--pretrain-batch-size", "pretraining.batch_size", dict(type=positive_int, metavar="N",
-                                                            help="pre-training minibatch size")),
+    *PRETRAIN_OPTIONS,
     ("--finetune-epochs", "finetuning.epochs", dict(type=positive_int, metavar="N", help="the most fine-tuning epochs")),
     ("--finetune-lr", "finetuning.learning_rate", dict(type=positive_float, metavar="X",
                                                        help="fine-tuning learning rate")),
@@ -159,6 +195,7 @@ LABEL_OPTIONS = [
 SDA_OPTIONS += LABEL_OPTIONS
 LADDER_OPTIONS = [
     ("--data", "data", SDA_OPTIONS[0][2]),
+    SDA_OPTIONS[1],  # --image-size
     ("--hidden", "model.hidden_layer_sizes", dict(type=_list_of(positive_int), metavar="N,N,...",
                                                   help="hidden layer sizes")),
     ("--noise-std", "model.noise_std", dict(type=non_negative, metavar="SIGMA",
@@ -176,7 +213,33 @@ LADDER_OPTIONS = [
                                                     help="write checkpoint.safetensors every N epochs")),
     *LABEL_OPTIONS,
 ]
-OPTIONS = {"train": DA_OPTIONS, "tutorial": DA_OPTIONS, "sda": SDA_OPTIONS, "ladder": LADDER_OPTIONS}
+DEEP_OPTIONS = [
+    ("--data", "data", DA_OPTIONS[0][2]),
+    SDA_OPTIONS[1],  # --image-size
+    ("--hidden", "model.hidden_layer_sizes", dict(type=_list_of(positive_int), metavar="N,N,...",
+                                                  help="the encoder's layer sizes, the last one the code")),
+    ("--code", "model.code_activation", dict(choices=CODE_ACTIVATIONS, help="the code layer's units")),
+    ("--tied", "model.tied", dict(action="store_const", const=True,
+                                  help="keep the decoder on the encoder's weights W^T after unrolling")),
+    ("--loss", "model.loss", dict(choices=LOSSES, help="cross-entropy (sigmoid output, inputs in [0, 1]) or squared "
+                                                      "error (linear output), fine-tuned")),
+    ("--corruption", "model.corruption_levels", dict(type=_list_of(fraction), metavar="P,P,...",
+                                                     help="masking level of each layer's dA in pre-training")),
+    *PRETRAIN_OPTIONS,
+    ("--epochs", "training.epochs", dict(type=positive_int, help="fine-tuning epochs")),
+    ("--lr", "training.learning_rate", dict(type=positive_float, help="fine-tuning learning rate")),
+    ("--batch-size", "training.batch_size", dict(type=positive_int, help="fine-tuning minibatch size")),
+    ("--optimizer", "training.optimizer", dict(choices=OPTIMIZERS, help="fine-tuning optimizer")),
+    ("--schedule", "training.schedule", dict(choices=sorted(SCHEDULES), help="fine-tuning learning-rate schedule")),
+    ("--no-pretrain", "pretrain", dict(action="store_const", const=False,
+                                       help="the baseline: the same network and recipe from random weights")),
+    ("--seed", "seed", dict(type=seed, help="seeds the initial weights, the noise and the validation split")),
+    ("--checkpoint-every", "checkpoint_every", dict(type=positive_int, metavar="N",
+                                                    help="write checkpoint.safetensors every N epochs of either "
+                                                         "phase")),
+]
+OPTIONS = {"train": DA_OPTIONS, "tutorial": DA_OPTIONS, "sda": SDA_OPTIONS, "ladder": LADDER_OPTIONS,
+           "deep": DEEP_OPTIONS}
 
 
 def _add_options(p: Parser, options: list, defaults) -> None:
@@ -186,6 +249,8 @@ def _add_options(p: Parser, options: list, defaults) -> None:
             shown = "on" if default == kwargs["const"] else "off"
         elif path == "labels" and default is None:
             shown = "all"
+        elif path == "image_size" and default is None:
+            shown = "the first image's"
         else:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         kwargs = {**kwargs, "help": f"{kwargs['help']} (default: {shown})".lstrip()}
@@ -232,21 +297,49 @@ def build_parser() -> Parser:
                                           "the paper's MNIST model, with 100 labels.")
     _add_options(ladder_p, LADDER_OPTIONS, LadderRunConfig())
     ladder_p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    deep_p = sub.add_parser("deep", help="a deep autoencoder: pre-train a stack, unroll it, fine-tune on reconstruction",
+                            description="The deep autoencoder of Hinton & Salakhutdinov (2006): a stack pre-trained "
+                                        "layer by layer as denoising autoencoders, unrolled into an encoder and a "
+                                        "decoder, and fine-tuned on reconstruction; PCA with as many components as "
+                                        "the code is its baseline.")
+    _add_options(deep_p, DEEP_OPTIONS, DeepRunConfig())
+    deep_p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     for name, text in (("encode", "write the features (codes) of each row of a data set"),
                        ("score", "write the reconstruction error of each row: an anomaly score")):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("--model", required=True, metavar="DIR",
-                       help="a model folder written by dae train or dae sda" + (" (or dae ladder)" if name == "encode"
-                                                                               else ""))
+                       help="a model folder written by dae train, dae sda, dae ladder or dae deep" if name == "encode"
+                       else "a model folder written by dae train or dae deep (an autoencoder)")
         p.add_argument("--data", required=True, metavar="PATH",
-                       help="'mnist' (bundled), a folder of MNIST-format IDX files, or a .npy, .npz, .csv or IDX file")
+                       help="'mnist' (bundled), a folder of MNIST-format IDX files, a folder of images (subfolders "
+                            "as classes), or a .npy, .npz, .csv or IDX file")
+        p.add_argument("--image-size", type=image_size, metavar="H,W",
+                       help=f"{IMAGE_SIZE_HELP} (default: the image size the model was trained on, else the first "
+                            "image's)")
         p.add_argument("--split", choices=("train", "valid", "test"), default="train",
                        help="which split of a data set with several (default: %(default)s)")
         p.add_argument("--out", required=True, metavar="FILE", help="a new .npy (or, for score, .csv) file")
         if name == "encode":
-            p.add_argument("--layer", type=positive_int, metavar="K", help="for SdA models: the layer (default: top)")
+            p.add_argument("--layer", type=positive_int, metavar="K", help="for SdA and deep models: the encoder layer (default: top)")
+        if name == "score":
+            _score_options(p)
         _device_option(p)
     return parser
+
+
+def _score_options(p: Parser) -> None:
+    p.add_argument("--score", choices=SCORES, default=ANOMALY_SCORE,
+                   help="the reconstruction error that scores a row: squared-error, sum_k (x_k - z_k)^2, or "
+                        "cross-entropy, the tutorial's loss (for a model trained with it) (default: %(default)s)")
+    p.add_argument("--contamination", type=contamination, metavar="Q|auto",
+                   help="also flag outliers: the rows scored above the threshold that flags a fraction Q in (0, 0.5] "
+                        "of the training split of --data (the rows the model was fit on), or, with auto, above "
+                        "Tukey's fence Q3 + 1.5 IQR of their scores; --out gets a second column, outlier (0/1): "
+                        "a .csv with a header score,outlier, a .npy a structured array with fields score and outlier")
+    p.add_argument("--per-feature", metavar="FILE",
+                   help="also write each feature's error to a new .npy (rows x features; a row sums to its score), "
+                        "and for images a picture FILE_worst.png of the worst-scored rows, their reconstructions "
+                        "and their errors")
 
 
 def config_from_args(args: argparse.Namespace, options: list, base):
@@ -276,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             config = config_from_args(args, SDA_OPTIONS, SDA_PRESETS[args.preset or "default"])
         elif args.command == "ladder":
             config = config_from_args(args, LADDER_OPTIONS, LadderRunConfig())
+        elif args.command == "deep":
+            config = config_from_args(args, DEEP_OPTIONS, DeepRunConfig())
         else:
             config = config_from_args(args, DA_OPTIONS, TrainRunConfig())
         world = init_world(args.device or (config.device if config is not None else "auto"))
@@ -289,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             run_tutorial(config, args.out, world=world, say=say, progress=progress)
         elif args.command == "ladder":
             run_ladder(config, args.out, resume=args.resume, world=world, say=say, progress=progress)
+        elif args.command == "deep":
+            run_deep(config, args.out, resume=args.resume, world=world, say=say, progress=progress)
         else:
             run_sda(config, args.out, resume=args.resume, world=world, say=say, progress=progress,
                     preset=args.preset or ("default" if args.config is None else None))
@@ -323,7 +420,7 @@ def run_encode(args: argparse.Namespace) -> int:
         if layer > len(model.sizes) - 2:
             raise UsageError(f"--layer {layer}: the model has {len(model.sizes) - 2} hidden layers")
         encode = lambda rows: model.hidden(rows, layer)  # noqa: E731
-    elif isinstance(model, StackedDenoisingAutoencoder):
+    elif isinstance(model, (StackedDenoisingAutoencoder, DeepAutoencoder)):  # a deep one's top layer: its code
         layer = model.n_layers if args.layer is None else args.layer
         if layer > model.n_layers:
             raise UsageError(f"--layer {layer}: the model has {model.n_layers} hidden layers")
@@ -340,48 +437,102 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    model, x, device = _model_and_rows(args)
-    if not isinstance(model, DenoisingAutoencoder):
-        raise UsageError(f"--model {args.model}: score needs a DenoisingAutoencoder (dae train), "
-                         f"not a {type(model).__name__}")
-    with torch.no_grad():
-        scores = torch.cat([model.reconstruction_error(rows.to(device)).cpu() for rows in x.split(4096)]).numpy()
-    _write_array(args.out, scores)
+    model, data, x, device = _model_and_data(args)
+    if not hasattr(model, "reconstruct"):  # a DenoisingAutoencoder or a DeepAutoencoder
+        raise UsageError(f"--model {args.model}: score needs a DenoisingAutoencoder (dae train) or a "
+                         f"DeepAutoencoder (dae deep), not a {type(model).__name__}")
+    if args.score == "cross-entropy" and model.loss_name != "cross-entropy":
+        raise UsageError(f"--score cross-entropy needs a model with a sigmoid decoder (trained with --loss "
+                         f"cross-entropy); {args.model} was trained with {model.loss_name}")
+    picture = None
+    if args.per_feature is not None:
+        _check_new_file("--per-feature", args.per_feature, (".npy",))
+        if Path(args.per_feature).resolve() == Path(args.out).resolve():
+            raise UsageError(f"--per-feature {args.per_feature}: the same file as --out")
+        if data.image_shape is not None:
+            picture = str(Path(args.per_feature).with_name(Path(args.per_feature).stem + "_worst.png"))
+            _check_new_file("--per-feature's picture", picture, (".png",))
+    model.eval()
+    errors = reconstruction_errors(model, x, args.score, per_feature=args.per_feature is not None)
+    scores = (errors.sum(dim=1) if errors.ndim == 2 else errors).numpy()
     q = np.quantile(scores, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
-    summary = {"out": args.out, "rows": len(scores), "loss": model.loss_name, "mean": float(scores.mean()),
-               "std": float(scores.std()), "min": float(scores.min()), "max": float(scores.max()),
-               **{f"p{p}": float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q)}}
+    summary = {"out": args.out, "rows": len(scores), "score": args.score, "loss": model.loss_name,
+               "mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()),
+               "max": float(scores.max()), **{f"p{p}": float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q)}}
+    table = scores
+    if args.contamination is not None:  # the threshold comes from the rows the model was fit on
+        train = scores if args.split == "train" else reconstruction_errors(model, data.train.x, args.score).numpy()
+        try:
+            threshold = threshold_from_contamination(train, args.contamination)
+        except ValueError:
+            raise UsageError(f"--contamination: the scores of the training split of {args.data} are not all "
+                             f"finite, so they set no threshold") from None
+        outlier = scores.astype(np.float64) > threshold
+        table = np.zeros(len(scores), dtype=[("score", scores.dtype), ("outlier", np.uint8)])
+        table["score"], table["outlier"] = scores, outlier
+        summary |= {"contamination": args.contamination, "threshold": threshold, "threshold_split": "train",
+                    "threshold_rows": len(train), "outliers": int(outlier.sum())}
+    if picture is not None:
+        worst = torch.from_numpy(np.argsort(-scores, kind="stable")[:N_PICTURE_EXAMPLES].copy())
+        with torch.no_grad():
+            reconstructed = model.reconstruct(x[worst].to(device)).cpu()
+        save_worst_reconstructions(picture, x[worst], reconstructed, errors[worst], data.image_shape)
+        summary["picture"] = picture
+    if args.per_feature is not None:
+        _write_array(args.per_feature, errors.numpy())
+        summary["per_feature"] = args.per_feature
+    _write_array(args.out, table)
     print(json.dumps(summary))
     return 0
 
 
 def _model_and_rows(args: argparse.Namespace):
     """The model of --model (on --device), the rows of --data --split, checked against each other."""
+    model, _, x, device = _model_and_data(args)
+    return model, x, device
+
+
+def _model_and_data(args: argparse.Namespace):
+    """:func:`_model_and_rows`, and the data set (Dataset) of the rows."""
     device = init_world(args.device or "auto").device
     model = load_model(args.model).to(device)
-    loss = model.loss_name if isinstance(model, DenoisingAutoencoder) else "cross-entropy"
-    data = load_data(args.data, loss=loss)
+    loss = model.loss_name if isinstance(model, (DenoisingAutoencoder, DeepAutoencoder)) else "cross-entropy"
+    size = args.image_size
+    if size is None and is_image_folder(args.data):  # images are resized as the model's were in training
+        shape = read_config(args.model).get("image_shape")
+        fits = isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n >= 1 for n in shape)
+        size = tuple(shape) if fits else None
+    data = load_data(args.data, loss=loss, image_size=size)
     split = getattr(data, args.split)
     if split is None:
         raise UsageError(f"--split {args.split}: {args.data} has no {args.split} split")
     x = split.x
     if x.shape[1] != model.n_visible:
         raise UsageError(f"{args.data} has {x.shape[1]} values per row, the model expects {model.n_visible}")
-    out = Path(args.out)
-    suffixes = (".npy", ".csv") if args.command == "score" else (".npy",)
+    _check_new_file("--out", args.out, (".npy", ".csv") if args.command == "score" else (".npy",))
+    return model, data, x, device
+
+
+def _check_new_file(flag: str, path: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file without one of ``suffixes``, one that exists, or one in no folder."""
+    out = Path(path)
     if out.suffix not in suffixes:
-        raise UsageError(f"--out {args.out}: the file name must end in {' or '.join(suffixes)}")
+        raise UsageError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")
     if out.exists():
-        raise UsageError(f"--out {args.out}: already exists; choose a new file name")
+        raise UsageError(f"{flag} {path}: already exists; choose a new file name")
     if not out.parent.is_dir():
-        raise UsageError(f"--out {args.out}: no such folder {out.parent}")
-    return model, x, device
+        raise UsageError(f"{flag} {path}: no such folder {out.parent}")
 
 
 def _write_array(path: str, array: np.ndarray) -> None:
-    """Write a .npy, or a .csv of one value per line, atomically."""
+    """Write a .npy, or a .csv of one value per line (of a structured array: a header of its
+    field names, then one row per line), atomically."""
     if path.endswith(".csv"):
-        write_text(path, "".join(f"{v!r}\n" for v in array.tolist()))
+        if array.dtype.names:
+            lines = [",".join(array.dtype.names), *(",".join(map(repr, row)) for row in array.tolist())]
+        else:
+            lines = [repr(v) for v in array.tolist()]
+        write_text(path, "".join(f"{line}\n" for line in lines))
         return
     buffer = io.BytesIO()
     np.save(buffer, array)

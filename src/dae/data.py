@@ -6,6 +6,8 @@ formats people actually have into that matrix:
 
 * the bundled MNIST database (``load_mnist()``, or ``load_data("mnist")``);
 * a folder in MNIST's own IDX format (Fashion-MNIST, KMNIST, ...);
+* a folder of image files (PNG, JPEG, ...), one subfolder per class as in torchvision's
+  ``ImageFolder``, read with Pillow as grey levels of one common size;
 * a single ``.npy`` array, a ``.npz`` archive, a numeric ``.csv`` file or an IDX file.
 
 Every problem with a user's data raises :class:`DataError`, whose message is one line
@@ -35,15 +37,18 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from .autoencoder import LOSSES
 from .config import VALIDATION_FRACTION
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "DataError",
     "Dataset",
     "Split",
     "check_inputs",
+    "is_image_folder",
     "load_data",
     "load_mnist",
     "read_idx",
@@ -86,8 +91,9 @@ class Dataset(NamedTuple):
     """Training, validation and test splits, plus what is known about the examples.
 
     ``image_shape`` is ``(height, width)`` when the rows are images (used to draw
-    filters and reconstructions), else None. The first three fields unpack like the
-    tutorial's ``datasets``::
+    filters and reconstructions), else None. ``classes`` names the labels of a folder of
+    images in class subfolders: label ``k`` is the subfolder ``classes[k]``; None for other
+    data. The first three fields unpack like the tutorial's ``datasets``::
 
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = load_mnist()[:3]
     """
@@ -97,6 +103,7 @@ class Dataset(NamedTuple):
     test: Split | None
     image_shape: tuple[int, int] | None
     name: str
+    classes: tuple[str, ...] | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -692,6 +699,158 @@ def _load_csv(path: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
+# Folders of images.
+# --------------------------------------------------------------------------------------
+
+# The file names read as images (case-insensitive): the formats of torchvision's
+# ImageFolder (IMG_EXTENSIONS) and GIF, all of which Pillow reads. Other files, and
+# hidden ones (a name starting with "."), are ignored, so that a README or a .DS_Store
+# beside the images does no harm.
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+
+# The resizing filter: bilinear, the default of torchvision.transforms.Resize. Pillow
+# widens a filter's support when it shrinks an image, so this averages every source pixel
+# (no aliasing); unlike Lanczos, it cannot overshoot into rings around edges.
+_RESAMPLE = Image.Resampling.BILINEAR
+
+# 16-bit grey levels 0..65535 become 8-bit ones 0..255: 65535 / 255 = 257.
+_16_TO_8_BITS = 257
+
+# What Pillow raises on a damaged file besides OSError (UnidentifiedImageError is one):
+# its decoders also report bad data as SyntaxError, ValueError, struct.error, EOFError,
+# zlib.error, IndexError, KeyError or TypeError, and a file declaring an absurd size as
+# DecompressionBombError or MemoryError.
+_IMAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error, IndexError, KeyError, TypeError,
+    MemoryError, Image.DecompressionBombError,
+)
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _is_mnist_folder(folder: Path) -> bool:
+    """True when `folder` holds any of the four MNIST-format files (it must then hold all)."""
+    return any((folder / base).is_file() or (folder / f"{base}.gz").is_file() for base in _MNIST_FILES.values())
+
+
+def is_image_folder(path: str | os.PathLike) -> bool:
+    """True when :func:`load_data` reads `path` as a folder of images: a folder without MNIST-format files."""
+    if isinstance(path, str) and path == "mnist":  # the bundled MNIST, even beside a folder of that name
+        return False
+    p = Path(path)
+    return p.is_dir() and not _is_mnist_folder(p)
+
+
+def _list_error(err: OSError) -> DataError:
+    return DataError(f"{err.filename}: cannot list the folder ({_reason(err)})")
+
+
+def _raise(err: OSError) -> None:
+    raise err
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """The image files in `folder` and its subfolders (hidden ones skipped), in sorted order."""
+    found = []
+    try:
+        for root, dirs, files in os.walk(folder, onerror=_raise):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [Path(root, name) for name in sorted(files) if _is_image_name(name)]
+    except OSError as err:
+        raise _list_error(err) from err
+    return found
+
+
+def _image_files(folder: Path) -> tuple[list[Path], list[int] | None, tuple[str, ...] | None]:
+    """The images of a folder of images, their labels and the class names.
+
+    Image files directly in `folder` are unlabelled (labels and classes None). Else every
+    subfolder (its own subfolders included) is a class, as in torchvision's ImageFolder: the
+    sorted names are the labels 0..K-1. Both at once is refused rather than guessed.
+    """
+    try:
+        entries = sorted(e for e in folder.iterdir() if not e.name.startswith("."))
+    except OSError as err:
+        raise _list_error(err) from err
+    subfolders = [e for e in entries if e.is_dir()]
+    top = [e for e in entries if not e.is_dir() and _is_image_name(e.name)]
+    classes = [(d, _images_under(d)) for d in subfolders]
+    labelled = [(d, files) for d, files in classes if files]
+    if top and labelled:
+        raise DataError(f"{folder}: holds images both directly ({top[0].name}) and in a subfolder"
+                        f" ({labelled[0][0].name}); put every image in a class subfolder, or all directly in"
+                        " the folder")
+    if top:
+        return top, None, None
+    if not labelled:
+        what = "is empty" if not entries else "holds no image files, directly or in subfolders,"
+        raise DataError(f"{folder}: {what} and no MNIST-format files; dae reads a folder of MNIST-format IDX"
+                        f" files ({', '.join(f'{b}[.gz]' for b in _MNIST_FILES.values())}) or of images"
+                        f" ({' '.join(IMAGE_EXTENSIONS)}), optionally in one subfolder per class")
+    empty = next((d for d, files in classes if not files), None)
+    if empty is not None:
+        raise DataError(f"{empty}: a class subfolder without image files ({' '.join(IMAGE_EXTENSIONS)});"
+                        " remove it or add its images")
+    files = [f for _, fs in classes for f in fs]
+    labels = [k for k, (_, fs) in enumerate(classes) for _ in fs]
+    return files, labels, tuple(d.name for d, _ in classes)
+
+
+def _grey(im: Image.Image, path: Path) -> Image.Image:
+    """`im` as 8-bit grey levels (Pillow mode "L")."""
+    if im.mode.startswith("I"):
+        # Integer grey levels, 16-bit (mode I;16, or I for a PNG in older Pillow) or 32-bit:
+        # convert("L") would clip them at 255, so they are scaled from 0..65535 instead.
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"{path}: integer grey levels from {values.min()} to {values.max()}; dae reads"
+                            " 8-bit images and 16-bit ones (0 to 65535)")
+        return Image.fromarray(np.round(values / _16_TO_8_BITS).astype(np.uint8))
+    if im.mode == "F":
+        raise DataError(f"{path}: floating-point grey levels (Pillow mode F) have no fixed range; save the"
+                        " image with 8 or 16 bits")
+    # RGB and palette colours become the ITU-R 601-2 luma L = 0.299 R + 0.587 G + 0.114 B
+    # (Pillow's convert("L")); an alpha channel is dropped, not blended with a background.
+    return im.convert("L")
+
+
+def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as a (height, width) uint8 array of grey levels, resized to `size` if given."""
+    try:
+        with Image.open(path) as im:  # a GIF or TIFF of several frames: its first
+            grey = _grey(im, path)
+            if size is not None and grey.size != (size[1], size[0]):  # Pillow's sizes are (width, height)
+                grey = grey.resize((size[1], size[0]), _RESAMPLE)
+            return np.asarray(grey, dtype=np.uint8)
+    except DataError:
+        raise
+    except UnidentifiedImageError as err:
+        raise DataError(f"{path}: not an image Pillow can read (damaged, or not really a"
+                        f" {path.suffix.lower()} file)") from err
+    except _IMAGE_ERRORS as err:
+        if isinstance(err, OSError) and err.strerror:  # could not open or read the file at all
+            raise _open_error(path, err) from err
+        text = " ".join((str(err) or type(err).__name__).split())
+        raise DataError(f"{path}: damaged image ({text[:200]})") from err
+
+
+def _load_image_folder(folder: Path, image_size: tuple[int, int] | None) -> Dataset:
+    """Read a folder of images into a training split, one grey image per row (see load_data)."""
+    files, labels, classes = _image_files(folder)
+    first = _read_image(files[0], image_size)
+    height, width = first.shape
+    pixels = np.empty((len(files), height, width), np.uint8)  # filled image by image
+    pixels[0] = first
+    for k, path in enumerate(files[1:], start=1):
+        pixels[k] = _read_image(path, (height, width))
+    x = _as_float_tensor(pixels.reshape(len(files), height * width), folder)
+    y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
+    return Dataset(Split(x, y), None, None, (height, width), folder.resolve().name, classes)
+
+
+# --------------------------------------------------------------------------------------
 # Validation and the entry point.
 # --------------------------------------------------------------------------------------
 
@@ -780,13 +939,16 @@ def _looks_like_idx(path: Path) -> bool:
     return name.endswith(("-ubyte", ".idx")) or "idx" in name
 
 
-def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy") -> Dataset:
+def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy",
+              image_size: tuple[int, int] | None = None) -> Dataset:
     """Load the data behind ``dae train --data PATH``, checked for the given `loss`.
 
     `path` may be:
 
     * ``"mnist"``: the bundled MNIST digits (see :func:`load_mnist`);
-    * a folder in MNIST's format (Fashion-MNIST, KMNIST, ...);
+    * a folder in MNIST's format (Fashion-MNIST, KMNIST, ...): a folder holding any of the
+      four MNIST file names is read as one;
+    * any other folder: a folder of images (see below);
     * a ``.npy`` file, a numeric ``.csv`` file (comma-separated, optional header line)
       or an IDX file (raw or gzipped): all of it is training data, without labels;
     * a ``.npz`` archive: ``x_train`` (and ``x_valid``, ``x_test``, ``y_train``,
@@ -796,9 +958,27 @@ def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy") -> Datase
     (n, height * width). uint8 data is taken as pixel intensities and divided by 255;
     other numbers are converted to float32 as they are. Every split is then checked
     with :func:`check_inputs`. Problems raise :class:`DataError`.
+
+    A folder of images is read with Pillow, all of it as the training split. Image files
+    (:data:`IMAGE_EXTENSIONS`, any case) directly in the folder are unlabelled; else each
+    subfolder is a class, as in torchvision's ``ImageFolder``: the sorted subfolder names
+    are the labels 0..K-1, kept in ``Dataset.classes``, and the rows come class by class
+    (shuffle them when training). Both at once is an error; hidden files and files of other
+    types are ignored; files are read in sorted order. Each image becomes grey levels
+    (Pillow's ``convert("L")``: the luma of colours and palettes; alpha dropped; 16-bit
+    images scaled to 8 bits; the first frame of an animation; EXIF orientation not applied),
+    resized with a bilinear filter to `image_size` = (height, width), by default the size of
+    the first image, and divided by 255. ``image_shape`` is that size. A file that Pillow
+    cannot read is a :class:`DataError` naming it. `image_size` with any other data is
+    a :class:`DataError` too.
     """
     _check_loss(loss)
+    if image_size is not None and not (isinstance(image_size, tuple) and len(image_size) == 2
+                                       and all(isinstance(n, int) and n >= 1 for n in image_size)):
+        raise ValueError(f"image_size must be a (height, width) pair of positive integers, got {image_size!r}")
     if isinstance(path, str) and path == "mnist":
+        if image_size is not None:
+            raise _image_size_error("the bundled MNIST")
         dataset = load_mnist()
         source = "the bundled MNIST"
     else:
@@ -813,7 +993,11 @@ def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy") -> Datase
             raise DataError(f"{path}: no such file or directory")
         source = str(path)
         suffix = p.suffix.lower()
-        if is_dir:
+        if is_dir and not _is_mnist_folder(p):
+            dataset = _load_image_folder(p, image_size)
+        elif image_size is not None:
+            raise _image_size_error(path)
+        elif is_dir:
             dataset = load_mnist(p)
         elif suffix == ".npy":
             dataset = _single_array(_load_npy(p), p)
@@ -830,8 +1014,8 @@ def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy") -> Datase
                 reason = str(err).removeprefix(f"{p}: ")
                 raise DataError(
                     f"{path}: unsupported file type; dae reads .npy, .npz and .csv"
-                    f" files, IDX files (raw or .gz) and MNIST-format folders (read as"
-                    f" IDX: {reason})"
+                    f" files, IDX files (raw or .gz), MNIST-format folders and folders of"
+                    f" images (read as IDX: {reason})"
                 ) from err
             dataset = _single_array(array, p)
 
@@ -840,6 +1024,10 @@ def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy") -> Datase
         if split is not None:
             check_inputs(split.x, loss=loss, what=f"{name} data from {source}")
     return dataset
+
+
+def _image_size_error(what: object) -> DataError:
+    return DataError(f"{what}: not a folder of images, so image_size (--image-size) does not apply")
 
 
 # --------------------------------------------------------------------------------------
@@ -852,7 +1040,8 @@ def labelled_splits(data: Dataset, source: str, seed: int):
     sixth of their training examples to it (MNIST's 10,000 of 60,000), drawn at random from
     ``seed``: the one rule, for the command line and the estimators alike."""
     if data.train.y is None:
-        raise DataError(f"{source}: dae sda needs labels (y_train in an .npz, or an MNIST-format folder)")
+        raise DataError(f"{source}: dae sda needs labels (y_train in an .npz, an MNIST-format folder, or "
+                        "a folder of images in one subfolder per class)")
     x, y = data.train
     if data.valid is not None and data.valid.y is not None:
         train, valid = (x, y), tuple(data.valid)
@@ -896,7 +1085,8 @@ def semi_supervised_splits(data: Dataset, labels: int | None, label_seed: int, s
     training split, the validation split is returned to be shown.
     """
     if data.train.y is None:
-        raise DataError(f"{source}: needs labels (y_train in an .npz, or an MNIST-format folder)")
+        raise DataError(f"{source}: needs labels (y_train in an .npz, an MNIST-format folder, or a folder "
+                        "of images in one subfolder per class)")
     x, y = data.train
     partial = bool((y == UNLABELLED).any())
     n_classes = int(y.max()) + 1

@@ -2,7 +2,8 @@
 
 * :func:`run_train`: one dA (``dae train``); :func:`run_tutorial`: the tutorial's two dAs, corruption
   0% and 30% (``dae tutorial``); :func:`run_sda`: pre-training and fine-tuning of a stack
-  (``dae sda``); :func:`run_ladder`: a ladder network (``dae ladder``).
+  (``dae sda``); :func:`run_ladder`: a ladder network (``dae ladder``); :func:`run_deep`: a deep
+  autoencoder, pre-trained, unrolled and fine-tuned on reconstruction (``dae deep``).
 
 Each: config -> data -> batches -> model -> :mod:`dae.train` -> :class:`dae.runs.RunFolder`, and
 returns its summary (the dict written to ``summary.json``).  ``say`` prints the tutorial's
@@ -20,20 +21,22 @@ import torch
 
 from .autoencoder import DenoisingAutoencoder
 from .batches import make_batches, steps_per_epoch
-from .config import (LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, LadderRunConfig,
-                     SdARunConfig, TrainRunConfig, from_dict, merge, to_dict)
+from .config import (LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, VALIDATION_FRACTION,
+                     DeepRunConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge, to_dict)
 from .data import (UNLABELLED, DataError, Dataset, Split, hold_out_labelled, labelled_splits, load_data,
-                   semi_supervised_splits)
+                   semi_supervised_splits, split_validation)
+from .deep import DeepAutoencoder, pca_fit
 from .distributed import SINGLE, World
 from .files import write_bytes
 from .ladder import LadderNetwork
-from .plots import save_filters, save_learning_curve, save_reconstructions
+from .plots import (save_code_scatter, save_compared_reconstructions, save_filters, save_learning_curve,
+                    save_reconstructions)
 from .runs import RunFolder, generators, restore
 from .saving import GENERATORS, load_generator_states, load_model, save_generator_states, save_model
 from .stacked import StackedDenoisingAutoencoder
 from .stream import NpyStream
-from .train import (EpochResult, FinetuneEpoch, LadderEpoch, TrainState, error_rate, finetune, pretrain, train,
-                    train_ladder)
+from .train import (DeepEpoch, EpochResult, FinetuneEpoch, LadderEpoch, TrainState, error_rate, finetune,
+                    mean_reconstruction_error, pretrain, squared_error, train, train_deep, train_ladder)
 
 N_PICTURE_EXAMPLES = 10  # digits shown in reconstructions.png
 Say = Callable[[str], None] | None
@@ -156,11 +159,12 @@ def load_train_data(config: TrainRunConfig, world: World) -> Dataset:
     is_npy = path.suffix.lower() == ".npy" and path.is_file()
     if config.stream and not is_npy:
         raise DataError(f"--stream reads .npy files; {config.data} is not one")
-    if config.stream or (config.stream is None and is_npy and path.stat().st_size > STREAM_BYTES):
+    streamed = config.stream or (config.stream is None and is_npy and path.stat().st_size > STREAM_BYTES)
+    if streamed and config.image_size is None:  # with an image_size, load_data says it is not for a .npy
         stream = NpyStream(path, loss=config.model.loss)
         data = Dataset(Split(stream), None, None, stream.image_shape, stream.name)
     else:
-        data = load_data(config.data, loss=config.model.loss)
+        data = load_data(config.data, loss=config.model.loss, image_size=config.image_size)
     steps_per_epoch(_rows(data.train.x), config.training.batch_size, world, config.data)  # before any file
     return data
 
@@ -181,7 +185,7 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
         config = from_dict(SdARunConfig, checkpoint.state["config"])
         preset = checkpoint.state.get("preset")
     config = config or SdARunConfig()
-    data = load_data(config.data, loss="cross-entropy")
+    data = load_data(config.data, loss="cross-entropy", image_size=config.image_size)
     labelled = None
     if _few_labels(config, data):
         # Pre-training on every image; fine-tuning on the labels drawn, early stopping on a fifth of them.
@@ -225,28 +229,30 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
                 f"{len(x_pretrain)} unlabelled; {len(x)} labels to train on, {n_valid} for early stopping")
     say(f"SdA {sizes} on {data.name} ({examples}, {0 if test is None else len(test[0])} test examples), "
         f"preset {preset or 'none'}, {_where(world)}, writing to {run.path}")
-    sda = _SdARun(config, run, model, generator, state, world, say, progress, preset, data,
-                  checkpoint.state.get("clock") if checkpoint is not None else None)
+    sda = _SdARun(config, run, model, generator, state, world, say, progress, data,
+                  checkpoint.state.get("clock") if checkpoint is not None else None, preset=preset)
     try:
         with run.removed_if_empty_on_failure():
             run.write_config(config)
             if labelled is not None:
                 run.write_json(LABELLED_FILE, labelled)
             if phase == "pretrain":
-                sda.pretrain(x_pretrain)
+                sda.pretrain(x_pretrain, config.pretraining)
             return sda.finetune((x, y), valid, test, labelled)
     except KeyboardInterrupt:
         run.write_interrupted("dae sda", epochs_done=len(run.metrics))
         raise
 
 
-class _SdARun:
-    """The two phases of one `dae sda` run, their metrics, checkpoints and clock."""
+class _PhasedRun:
+    """The two phases of one run that pre-trains a stack (`dae sda`, `dae deep`): pre-training,
+    then the phase called ``finetune``; their metrics, checkpoints and clock."""
 
-    def __init__(self, config: SdARunConfig, run: RunFolder, model, generator, state: TrainState, world: World,
-                 say, progress: bool, preset: str | None, data: Dataset, clock: dict | None) -> None:
+    def __init__(self, config, run: RunFolder, model, generator, state: TrainState, world: World, say,
+                 progress: bool, data: Dataset, clock: dict | None, **extra) -> None:
         self.config, self.run, self.model, self.generator, self.state = config, run, model, generator, state
-        self.world, self.say, self.progress, self.preset, self.data = world, say, progress, preset, data
+        self.world, self.say, self.progress, self.data = world, say, progress, data
+        self.extra = extra  # more to keep in each checkpoint (dae sda: the preset)
         self.clock = clock or {"pretrain": 0.0, "finetune": 0.0}
         self.since = time.perf_counter()
 
@@ -255,19 +261,24 @@ class _SdARun:
         self.clock[phase] += now - self.since
         self.since = now
 
-    def save(self, phase: str) -> None:
+    def save(self, phase: str, epoch: int, epochs: int) -> None:
+        """A checkpoint every ``checkpoint_every`` epochs (every epoch for `dae sda`) and after the
+        last epoch of a layer or phase."""
         self.tick(phase)
-        self.run.checkpoint(self.model, self.generator, self.config, self.state, phase=phase, clock=self.clock,
-                            preset=self.preset)
+        if epoch % getattr(self.config, "checkpoint_every", 1) == 0 or epoch == epochs:
+            self.run.checkpoint(self.model, self.generator, self.config, self.state, phase=phase, clock=self.clock,
+                                **self.extra)
 
-    def pretrain(self, x: torch.Tensor) -> None:
-        config, run, say = self.config, self.run, self.say
+    def pretrain(self, x: torch.Tensor, training) -> None:
+        """Greedy pre-training of the model's dAs on ``x`` with the :class:`TrainingConfig` ``training``;
+        ``pretrained/`` keeps the model and the generators' states after each layer."""
+        config, run, say, n = self.config, self.run, self.say, len(self.model.autoencoders)
 
         def report(layer: int, r: EpochResult) -> None:
             say(f"Pre-training layer {layer}, epoch {r.epoch}, cost {r.cost:.2f}")
             run.log({"phase": "pretrain", "layer": layer, "epoch": r.epoch, "cost": r.cost,
                      "seconds": round(r.seconds, 4)})
-            self.save("pretrain")
+            self.save("pretrain", r.epoch, training.for_layer(layer - 1, n).epochs)
 
         def layer_done(layer: int) -> None:
             states = self.world.gather_bytes(self.generator.get_state())  # a collective: every rank takes part
@@ -276,22 +287,29 @@ class _SdARun:
                            image_shape=self.data.image_shape)
                 save_generator_states(run.path / "pretrained" / GENERATORS, states, config.seed)
 
-        pretrain(self.model, x, config.pretraining, generator=self.generator, callback=report,
-                 after_layer=layer_done, progress=self.progress, state=self.state, order_seed=config.seed,
-                 world=self.world)
+        pretrain(self.model, x, training, generator=self.generator, callback=report, after_layer=layer_done,
+                 progress=self.progress, state=self.state, order_seed=config.seed, world=self.world)
         self.tick("pretrain")
         self.state.restart()  # fine-tuning starts afresh
         say(f"The pretraining code ran for {self.clock['pretrain'] / 60:.2f}m")
 
-    def finetune(self, train_set, valid, test, labelled: dict | None) -> dict:
-        config, run, say, model = self.config, self.run, self.say, self.model
+    def picture_pretraining(self) -> None:
+        """``pretrain_curve.png``: each layer's mean cost per epoch, from metrics.jsonl (if pre-trained)."""
         curves: dict = {}
-        for m in run.metrics:
+        for m in self.run.metrics:
             if m["phase"] == "pretrain":
                 curves.setdefault(f"layer {m['layer']}", []).append((m["epoch"], m["cost"]))
         if curves:
-            run.picture(save_learning_curve, "pretrain_curve.png", curves,
-                        title="Pre-training: mean cost of each layer's dA")
+            self.run.picture(save_learning_curve, "pretrain_curve.png", curves,
+                             title="Pre-training: mean cost of each layer's dA")
+
+
+class _SdARun(_PhasedRun):
+    """The two phases of one `dae sda` run."""
+
+    def finetune(self, train_set, valid, test, labelled: dict | None) -> dict:
+        config, run, say, model = self.config, self.run, self.say, self.model
+        self.picture_pretraining()
 
         def report(e: FinetuneEpoch) -> None:
             if e.complete and valid is not None:
@@ -302,7 +320,7 @@ class _SdARun:
                      "valid_error": None if valid is None else e.valid_error,
                      "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4),
                      "complete": e.complete})
-            self.save("finetune")
+            self.save("finetune", e.epoch, config.finetuning.epochs)
 
         self.since = time.perf_counter()
         result = finetune(model, train_set, valid, test, config.finetuning, generator=self.generator, callback=report,
@@ -314,7 +332,7 @@ class _SdARun:
         say(f"The fine tuning code ran for {self.clock['finetune'] / 60:.2f}m")
         pre, fine = self.clock["pretrain"], self.clock["finetune"]
         summary = {
-            "data": self.data.name, "preset": self.preset, "pretrained": config.pretrain,
+            "data": self.data.name, "preset": self.extra["preset"], "pretrained": config.pretrain,
             "best_valid_error": None if valid is None else result.best_valid_error, "test_error": result.test_error,
             "best_epoch": result.best_epoch, "finetune_epochs_run": len(result.history),
             "stopped_by": result.stopped_by, "pretrain_seconds": round(pre, 3), "finetune_seconds": round(fine, 3),
@@ -329,7 +347,8 @@ class _SdARun:
             "config": to_dict(config),
         }
         if run.main:
-            save_model(model, run.path, image_shape=self.data.image_shape, data=self.data.name)
+            save_model(model, run.path, image_shape=self.data.image_shape, data=self.data.name,
+                       classes=self.data.classes)  # the names of the labels, for a folder of images
             run.picture(save_filters, "filters.png", model.hidden[0].W.detach(), self.data.image_shape)
             errors = {"validation": [(e.epoch, 100 * e.valid_error) for e in result.history],
                       "test (at new bests)": [(e.epoch, 100 * e.test_error) for e in result.history
@@ -371,7 +390,7 @@ def run_ladder(config: LadderRunConfig | None = None, out=None, *, resume=None, 
         run, checkpoint = RunFolder.resume(resume, world, LadderNetwork)
         config = from_dict(LadderRunConfig, checkpoint.state["config"])
     config = config or LadderRunConfig()
-    data = load_data(config.data, loss="cross-entropy")
+    data = load_data(config.data, loss="cross-entropy", image_size=config.image_size)
     part = semi_supervised_splits(data, config.labels, config.label_seed, config.data)
     steps_per_epoch(len(part.x), config.training.batch_size, world, config.data)  # before any file is written
     init, generator = generators(config.seed, world)
@@ -421,7 +440,8 @@ def run_ladder(config: LadderRunConfig | None = None, out=None, *, resume=None, 
                 "config": to_dict(config),
             }
             if run.main:
-                save_model(model, run.path, image_shape=data.image_shape, data=data.name)
+                save_model(model, run.path, image_shape=data.image_shape, data=data.name,
+                           classes=data.classes)  # the names of the labels, for a folder of images
                 run.picture(save_filters, "filters.png", model.W[0].detach(), data.image_shape)
                 curves = {"supervised": [(e.epoch, e.supervised) for e in state.history],
                           "denoising": [(e.epoch, e.cost - e.supervised) for e in state.history]}
@@ -432,6 +452,139 @@ def run_ladder(config: LadderRunConfig | None = None, out=None, *, resume=None, 
     except KeyboardInterrupt:
         run.write_interrupted("dae ladder", epochs_done=len(state.history))
         raise
+
+
+# --- deep autoencoders -------------------------------------------------------------------------
+
+
+def run_deep(config: DeepRunConfig | None = None, out=None, *, resume=None, world: World | None = None,
+             say: Say = print, progress: bool = False) -> dict:
+    """Pre-train a stack of dAs, unroll it into a deep autoencoder and fine-tune that on
+    reconstruction, as ``config`` says (default: [Hinton06]'s 784-1000-500-250-30 on MNIST), into
+    the run folder ``out``.  A checkpoint follows every ``checkpoint_every`` epochs of either
+    phase, from which ``resume`` continues; ``pretrained/`` keeps the stack after each pre-trained
+    layer.  PCA with as many components as the code, fitted on the same training rows, is the
+    baseline in the summary and in ``reconstructions.png``."""
+    world, say = world or SINGLE, say or _silent
+    checkpoint = None
+    if resume is not None:
+        run, checkpoint = RunFolder.resume(resume, world, DeepAutoencoder)
+        config = from_dict(DeepRunConfig, checkpoint.state["config"])
+    config = config or DeepRunConfig()
+    data = load_data(config.data, loss=config.model.loss, image_size=config.image_size)
+    train_split, valid, test = _reconstruction_splits(data, config.seed)
+    x = train_split.x
+    if config.pretrain:
+        steps_per_epoch(len(x), config.pretraining.batch_size, world, config.data)  # before any file is written
+    steps_per_epoch(len(x), config.training.batch_size, world, config.data)
+    init, generator = generators(config.seed, world)
+    if checkpoint is not None:
+        model, phase = checkpoint.model, checkpoint.state["phase"]
+        state = restore(checkpoint, world, generator, DeepEpoch if phase == "finetune" else EpochResult)
+        if model.n_visible != x.shape[1]:
+            raise DataError(f"--resume {resume}: the data {config.data} no longer fit the checkpoint's model")
+    else:
+        model = DeepAutoencoder.from_config(x.shape[1], config.model, generator=init)
+        phase, state = ("pretrain" if config.pretrain else "finetune"), TrainState()
+        run = RunFolder.create(out, "deep", world)
+    model.to(world.device)
+    sizes = "-".join(str(n) for n in [model.n_visible, *model.hidden_layer_sizes])
+    say(f"Deep autoencoder {sizes} on {data.name} ({len(x)} train, {0 if valid is None else len(valid.x)} valid, "
+        f"{0 if test is None else len(test.x)} test examples), {'pre-trained' if config.pretrain else 'no pre-training'}"
+        f", {_where(world)}, writing to {run.path}")
+    deep = _DeepRun(config, run, model, generator, state, world, say, progress, data,
+                    checkpoint.state.get("clock") if checkpoint is not None else None)
+    try:
+        with run.removed_if_empty_on_failure():
+            run.write_config(config)
+            if phase == "pretrain":
+                deep.pretrain(x, config.layer_pretraining)
+            return deep.finetune(train_split, valid, test)
+    except KeyboardInterrupt:
+        run.write_interrupted("dae deep", epochs_done=len(run.metrics))
+        raise
+
+
+def _reconstruction_splits(data: Dataset, seed: int) -> tuple[Split, Split | None, Split | None]:
+    """(train, valid, test), with their labels where the data have them: the data's own validation
+    split, or else a random sixth of the training rows drawn from ``seed`` (as for `dae sda`)."""
+    if data.valid is not None:
+        return data.train, data.valid, data.test
+    rows = torch.arange(len(data.train.x))
+    (kept, _), held = split_validation(rows, rows, VALIDATION_FRACTION, seed)
+    if held is None:
+        return data.train, None, data.test
+
+    def part(indices: torch.Tensor) -> Split:
+        return Split(data.train.x[indices], None if data.train.y is None else data.train.y[indices])
+
+    return part(kept), part(held[0]), data.test
+
+
+class _DeepRun(_PhasedRun):
+    """The two phases of one `dae deep` run: pre-training, then fine-tuning on reconstruction."""
+
+    def finetune(self, train_split: Split, valid: Split | None, test: Split | None) -> dict:
+        config, run, say, model, world = self.config, self.run, self.say, self.model, self.world
+        model.unroll()
+        self.picture_pretraining()
+
+        def report(e: DeepEpoch) -> None:
+            shown = "" if valid is None else f", validation squared error {e.valid_error:.2f}"
+            say(f"Fine-tuning epoch {e.epoch}, cost {e.cost:.2f}{shown}")
+            run.log({"phase": "finetune", "epoch": e.epoch, "cost": e.cost,
+                     "valid_squared_error": None if valid is None else e.valid_error,
+                     "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4)})
+            self.save("finetune", e.epoch, config.training.epochs)
+
+        self.since = time.perf_counter()
+        history = train_deep(model, train_split.x, config.training, valid=None if valid is None else valid.x,
+                             generator=self.generator, callback=report, progress=self.progress, state=self.state,
+                             order_seed=config.seed, world=world)
+        self.tick("finetune")
+        say(f"The fine tuning code ran for {self.clock['finetune'] / 60:.2f}m")
+        k = model.n_code
+        errors = {f"{name}_squared_error": None if part is None else squared_error(model, part.x, world)
+                  for name, part in (("valid", valid), ("test", test))}
+        test_ce = (mean_reconstruction_error(model, test.x, world)
+                   if test is not None and model.loss_name == "cross-entropy" else None)
+        pca = pca_fit(train_split.x, k) if run.main else None  # only rank 0 reports it
+        baseline = {f"pca_{name}_squared_error": None if part is None or pca is None else squared_error(pca, part.x)
+                    for name, part in (("valid", valid), ("test", test))}
+        if errors["test_squared_error"] is not None and run.main:
+            say(f"Test squared error per image {errors['test_squared_error']:.2f}; PCA with {k} components "
+                f"{baseline['pca_test_squared_error']:.2f}")
+        pre, fine = self.clock["pretrain"], self.clock["finetune"]
+        sizes = "-".join(str(n) for n in [model.n_visible, *model.hidden_layer_sizes])
+        summary = {
+            "data": self.data.name, "sizes": sizes, "code_size": k, "pretrained": config.pretrain,
+            **errors, "test_cross_entropy": test_ce, **baseline,
+            "final_cost": history[-1].cost, "epochs": len(history), "pretrain_seconds": round(pre, 3),
+            "finetune_seconds": round(fine, 3), "total_seconds": round(pre + fine, 3), "n_train": len(train_split.x),
+            "n_valid": 0 if valid is None else len(valid.x), "n_test": 0 if test is None else len(test.x),
+            "world_size": world.size, "global_batch_size": config.training.batch_size * world.size,
+            "device": str(world.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "config": to_dict(config),
+        }
+        if run.main:
+            save_model(model, run.path, image_shape=self.data.image_shape, data=self.data.name)
+            source = test or valid or train_split
+            shown = source.x[:N_PICTURE_EXAMPLES].to(world.device)
+            with torch.no_grad():
+                run.picture(save_compared_reconstructions, "reconstructions.png", shown,
+                            {"deep autoencoder": model.reconstruct(shown), f"PCA, {k} components": pca.reconstruct(
+                                shown.to(pca.mean.device))}, self.data.image_shape)
+                if k == 2:
+                    codes = torch.cat([model.encode(rows.to(world.device)).cpu() for rows in source.x.split(4096)])
+                    which = "test" if source is test else "validation" if source is valid else "training"
+                    run.picture(save_code_scatter, "codes.png", codes, source.y,
+                                title=f"The 2-D codes of {len(codes)} {which} examples of {self.data.name}")
+            curve = {"fine-tuning cost (the loss)": [(e.epoch, e.cost) for e in history],
+                     "validation squared error": [(e.epoch, e.valid_error) for e in history]}
+            run.picture(save_learning_curve, "curve.png", curve, ylabel="per example", logy=True,
+                        title="Fine-tuning the deep autoencoder")
+        run.write_json("summary.json", summary)
+        return summary
 
 
 def _continue_generator(path: Path, seed: int, world: World, generator: torch.Generator) -> None:

@@ -8,9 +8,14 @@
     image of the input, like the tutorial's ``filters_corruption_*.png``.
   * :func:`save_reconstructions` shows clean inputs, their corrupted versions and what the
     dA made of them.
+  * :func:`save_worst_reconstructions` shows badly reconstructed inputs (anomalies), their
+    reconstructions and where their errors lie.
+  * :func:`save_compared_reconstructions` shows inputs and several models' reconstructions
+    of them (``dae deep``: the deep autoencoder's and PCA's).
 
 * Charts, with matplotlib (a private ``Figure`` on the Agg canvas, never pyplot, so it is
-  thread-safe and needs no display): :func:`save_learning_curve` draws cost against epoch.
+  thread-safe and needs no display): :func:`save_learning_curve` draws cost against epoch;
+  :func:`save_code_scatter` draws 2-D codes coloured by label.
 
 Every PNG is rendered to memory first and then written with :func:`dae.files.write_bytes`,
 so a failure while drawing never leaves a file (or half a file) behind.
@@ -33,9 +38,12 @@ from dae.files import write_bytes
 
 __all__ = [
     "png_bytes",
+    "save_code_scatter",
+    "save_compared_reconstructions",
     "save_filters",
     "save_learning_curve",
     "save_reconstructions",
+    "save_worst_reconstructions",
     "scale_to_unit_interval",
     "tile_raster_images",
 ]
@@ -209,10 +217,42 @@ def save_reconstructions(
     image_shape None (inputs that are not images): each band is k horizontal strips, one per
     line.
     """
-    groups = [np.asarray(_to_numpy(a), dtype=np.float64) for a in (clean, corrupted, reconstructed)]
+    _save_bands(path, {"clean": clean, "corrupted": corrupted, "reconstructed": reconstructed}, image_shape)
+
+
+def save_worst_reconstructions(path: str | os.PathLike, inputs, reconstructions, errors,
+                               image_shape: tuple[int, int] | None) -> None:
+    """Save a PNG of badly reconstructed rows: the inputs, their reconstructions and their error maps.
+
+    inputs, reconstructions, errors: (k, d) arrays (torch or numpy), the rows in the order
+    given (``dae score --per-feature`` passes the worst-scored first); errors holds each
+    feature's reconstruction error.  Inputs and reconstructions are drawn as
+    :func:`save_reconstructions` draws them; the error maps are the errors divided by the
+    largest of all k rows, so that they compare (white: the largest error shown, black: none).
+    """
+    errors = np.nan_to_num(np.asarray(_to_numpy(errors), dtype=np.float64), nan=0.0)
+    largest = errors.max() if errors.size else 0.0
+    _save_bands(path, {"input": inputs, "reconstruction": reconstructions,
+                       "error": errors / largest if largest > 0 else np.zeros_like(errors)}, image_shape)
+
+
+def save_compared_reconstructions(path: str | os.PathLike, originals, reconstructions: Mapping[str, object],
+                                  image_shape: tuple[int, int] | None) -> None:
+    """Save a PNG of k inputs and, band under band, each model's reconstructions of them
+    (``dae deep``: the deep autoencoder's and PCA's with as many components as its code, as in
+    Hinton & Salakhutdinov (2006), fig. 2B).  reconstructions: band label -> (k, d) array; drawn as
+    :func:`save_reconstructions` draws its bands."""
+    _save_bands(path, {"original": originals, **reconstructions}, image_shape)
+
+
+def _save_bands(path: str | os.PathLike, bands: Mapping[str, object], image_shape: tuple[int, int] | None) -> None:
+    """One labelled band per entry of ``bands``, each its k images (values in [0, 1], clipped) side
+    by side with 1-pixel spacing (or k strips, one per line, if image_shape is None), enlarged x2."""
+    labels = list(bands)
+    groups = [np.asarray(_to_numpy(a), dtype=np.float64) for a in bands.values()]
     if groups[0].ndim != 2 or any(g.shape != groups[0].shape for g in groups):
         raise ValueError(
-            f"clean, corrupted, reconstructed must have the same (k, d) shape, got {[g.shape for g in groups]}"
+            f"{', '.join(labels)} must have the same (k, d) shape, got {[g.shape for g in groups]}"
         )
     k, d = groups[0].shape
     zoom = 2
@@ -231,25 +271,25 @@ def save_reconstructions(
         block = tile_raster_images(g, shape, tiles, (1, 1), scale_rows_to_unit_interval=False)
         blocks.append(np.repeat(np.repeat(block, zoom, axis=0), zoom, axis=1))
 
-    labels = ("clean", "corrupted", "reconstructed")
     try:
         font = ImageFont.load_default(size=12)
     except ImportError:  # Pillow built without FreeType: the small bitmap font
         font = ImageFont.load_default()
     boxes = [font.getbbox(s) for s in labels]
     label_w = math.ceil(max(right - left for left, _, right, _ in boxes))
-    label_h = math.ceil(boxes[1][3] - boxes[1][1])  # "corrupted": no descender, for centring
+    box = font.getbbox("corrupted")  # a word without descenders, for centring
+    label_h = math.ceil(box[3] - box[1])
     bh, bw = blocks[0].shape
     gap = max(zoom, label_h + 6 - bh)  # 1 px (x2) between bands, more if labels would touch
     pad = 6
     left = pad + label_w + pad
-    height = 3 * bh + 2 * gap
+    height = len(blocks) * bh + (len(blocks) - 1) * gap
     canvas = Image.new("L", (left + bw, height), color=255)
     draw = ImageDraw.Draw(canvas)
     for i, (label, block) in enumerate(zip(labels, blocks)):
         top = i * (bh + gap)
         canvas.paste(Image.fromarray(block), (left, top))
-        if i < 2:  # the spacing between bands is black, as between tiles
+        if i < len(blocks) - 1:  # the spacing between bands is black, as between tiles
             draw.rectangle([left, top + bh, left + bw - 1, top + bh + gap - 1], fill=0)
         draw.text((pad, top + bh / 2), label, fill=0, font=font, anchor="lm")
     _save_png(path, np.asarray(canvas))
@@ -298,3 +338,43 @@ def save_learning_curve(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------ codes
+
+
+def save_code_scatter(path: str | os.PathLike, codes, labels=None, *, title: str | None = None) -> None:
+    """Save a scatter plot (800 x 800 px PNG) of 2-D codes, one colour per label, as
+    Hinton & Salakhutdinov (2006), fig. 3B, show the 2-D codes of MNIST digits.
+
+    codes: (n, 2) array (torch or numpy); labels: (n,) integers, or None for one colour.  Rows
+    with a NaN or infinite code are left out.
+    """
+    codes = np.asarray(_to_numpy(codes), dtype=np.float64)
+    if codes.ndim != 2 or codes.shape[1] != 2:
+        raise ValueError(f"codes must have shape (n, 2), got {codes.shape}")
+    labels = np.zeros(len(codes), dtype=np.int64) if labels is None else np.asarray(_to_numpy(labels))
+    if labels.shape != (len(codes),):
+        raise ValueError(f"labels must have shape ({len(codes)},), got {labels.shape}")
+    finite = np.isfinite(codes).all(axis=1)
+    fig = Figure(figsize=(8, 8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    classes = np.unique(labels)
+    for i, c in enumerate(classes):
+        rows = finite & (labels == c)
+        ax.scatter(codes[rows, 0], codes[rows, 1], s=4, alpha=0.6, color=_colour(i, len(classes)),
+                   label=str(c.item()), rasterized=True)
+    if len(classes) > 1:
+        ax.legend(loc="best", markerscale=3, title="label")
+    ax.set(xlabel="code 1", ylabel="code 2", title=title or "")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_bytes(path, buf.getvalue())
+
+
+def _colour(i: int, n: int):
+    """Colour i of n: matplotlib's tab10 for up to ten labels, else evenly along viridis."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](i) if n <= 10 else colormaps["viridis"](i / max(n - 1, 1))

@@ -4,8 +4,8 @@ A model is a folder with two files:
 
     model.safetensors   the tensors (safetensors holds raw arrays and a JSON header, no code)
     config.json         what the tensors are: {"format": "dae", "format_version": 1,
-                        "kind": "DenoisingAutoencoder", "StackedDenoisingAutoencoder"
-                                or "LadderNetwork",
+                        "kind": "DenoisingAutoencoder", "StackedDenoisingAutoencoder",
+                                "LadderNetwork" or "DeepAutoencoder",
                         "n_visible": ..., ...}
 
 The tutorial saved its models with pickle, which executes whatever the file says when it is
@@ -27,7 +27,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from .autoencoder import DenoisingAutoencoder
-from .config import DAConfig, from_dict
+from .config import DAConfig, DeepConfig, from_dict
+from .deep import DeepAutoencoder
 from .ladder import LadderNetwork
 from .stacked import StackedDenoisingAutoencoder
 from .files import write_bytes, write_text
@@ -75,6 +76,10 @@ def _architecture(model) -> dict:
     if isinstance(model, LadderNetwork):
         return {"sizes": list(model.sizes), "noise_std": model.noise_std,
                 "denoising_weights": list(model.denoising_weights)}
+    if isinstance(model, DeepAutoencoder):
+        return {"n_visible": model.n_visible, "hidden_layer_sizes": model.hidden_layer_sizes,
+                "code_activation": model.code_activation, "tied": model.tied, "loss": model.loss_name,
+                "corruption_levels": [dA.corruption_level for dA in model.autoencoders], "unrolled": model.unrolled}
     raise TypeError(f"cannot save a {type(model).__name__}")
 
 
@@ -102,7 +107,7 @@ def read_config(directory: str | os.PathLike) -> dict:
 def load_model(directory: str | os.PathLike, kind: type | None = None):
     """Load a model saved by :func:`save_model`, after checking every part of it.
 
-    ``kind`` (DenoisingAutoencoder or StackedDenoisingAutoencoder) demands that kind of model.
+    ``kind`` (a model class: DenoisingAutoencoder, StackedDenoisingAutoencoder, ...) demands that kind of model.
     """
     directory = Path(directory)
     config = read_config(directory)
@@ -114,7 +119,7 @@ def _build(config: dict, where: Path, kind: type | None, tensors: dict[str, torc
     dtype is checked first.  The architecture is first built on the "meta" device, which
     allocates nothing, so that a config claiming huge sizes cannot exhaust memory."""
     builders = {"DenoisingAutoencoder": _build_dA, "StackedDenoisingAutoencoder": _build_sda,
-                "LadderNetwork": _build_ladder}
+                "LadderNetwork": _build_ladder, "DeepAutoencoder": _build_deep}
     if config.get("kind") not in builders:
         raise ModelFileError(f"{where}: unknown model kind {config.get('kind')!r}")
     if kind is not None and config["kind"] != kind.__name__:
@@ -258,6 +263,19 @@ def _build_ladder(config: dict) -> LadderNetwork:
     _check(isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise) and noise >= 0,
            "noise_std must be a number >= 0")
     return LadderNetwork(sizes, float(noise), [float(w) for w in weights])
+
+
+def _build_deep(config: dict) -> DeepAutoencoder:
+    _check(_positive_int(config.get("n_visible")), "n_visible must be a positive integer")
+    missing = [k for k in ("hidden_layer_sizes", "code_activation", "tied", "loss", "corruption_levels", "unrolled")
+               if k not in config]
+    _check(not missing, f"missing {', '.join(missing)}")
+    _check(isinstance(config["unrolled"], bool), "unrolled must be true or false")
+    settings = {f.name: config[f.name] for f in dataclasses.fields(DeepConfig)}
+    model = DeepAutoencoder.from_config(config["n_visible"], from_dict(DeepConfig, settings))
+    if config["unrolled"]:
+        model.unroll()
+    return model
 
 
 def _check(ok: bool, message: str) -> None:

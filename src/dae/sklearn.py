@@ -1,5 +1,6 @@
-"""scikit-learn estimators: a denoising autoencoder as a transformer; an SdA and a ladder network
-as classifiers that learn from unlabelled rows too.
+"""scikit-learn estimators: a denoising autoencoder and a deep autoencoder as transformers; an SdA
+and a ladder network as classifiers that learn from unlabelled rows too; an outlier detector that
+scores rows by how badly an autoencoder reconstructs them.
 
 They follow scikit-learn's conventions (``BernoulliRBM`` is the closest relative): the
 constructor stores its parameters untouched; ``fit`` validates its input and sets the learned
@@ -34,26 +35,31 @@ import copy
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, OutlierMixin,
+                          TransformerMixin, clone)
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .anomaly import check_contamination, check_score, reconstruction_errors, threshold_from_contamination
 from .autoencoder import DenoisingAutoencoder
-from .config import SDA_PRESETS, VALIDATION_FRACTION, LadderRunConfig, TrainRunConfig, merge
+from .config import (ANOMALY_SCORE, SDA_PRESETS, VALIDATION_FRACTION, DeepRunConfig, LadderRunConfig, TrainRunConfig,
+                     merge)
+from .deep import DeepAutoencoder
 from .distributed import resolve_device
 from .data import UNLABELLED, Dataset, Split, hold_out_labelled, semi_supervised_splits, split_validation
 from .ladder import LadderNetwork
 from .stacked import StackedDenoisingAutoencoder
-from .train import finetune, pretrain, train, train_ladder
+from .train import finetune, pretrain, train, train_deep, train_ladder
 
-# The estimators' defaults are those of `dae train`, of `dae sda`'s default preset and of
-# `dae ladder`, read from dae.config (scikit-learn needs them written out in each __init__; a
+# The estimators' defaults are those of `dae train`, of `dae sda`'s default preset, of
+# `dae ladder` and of `dae deep`, read from dae.config (scikit-learn needs them written out in each __init__; a
 # test checks they agree).
-DA, SDA, LADDER = TrainRunConfig(), SDA_PRESETS["default"], LadderRunConfig()
+DA, SDA, LADDER, DEEP = TrainRunConfig(), SDA_PRESETS["default"], LadderRunConfig(), DeepRunConfig()
 
-__all__ = ["DAETransformer", "LadderClassifier", "SdAClassifier"]
+__all__ = ["AutoencoderOutlierDetector", "DAETransformer", "DeepAutoencoderTransformer", "LadderClassifier",
+           "SdAClassifier"]
 
 
 class _UnitInterval:
@@ -63,11 +69,13 @@ class _UnitInterval:
         lo, hi = (float(X.min()), float(X.max())) if needed else (0.0, 1.0)
         self.input_range_ = (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi)
 
-    def to_tensor(self, X: np.ndarray) -> torch.Tensor:
+    def to_tensor(self, X: np.ndarray, clip: bool = True) -> torch.Tensor:
+        """X through the map; ``clip=False`` keeps what falls outside [0, 1] (for anomaly scores)."""
         lo, hi = self.input_range_
         x = torch.tensor(np.asarray(X, dtype=np.float32))
         if (lo, hi) != (0.0, 1.0):
-            x = ((x - lo) / max(hi - lo, np.finfo(np.float32).tiny)).clamp_(0.0, 1.0)
+            x = (x - lo) / max(hi - lo, np.finfo(np.float32).tiny)
+            x = x.clamp_(0.0, 1.0) if clip else x
         return x
 
 
@@ -108,7 +116,52 @@ def _noise_generator(seed_generator: torch.Generator, seed: int, device: torch.d
     return seed_generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
 
 
-class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInterval, BaseEstimator):
+class _Autoencoding:
+    """What the autoencoder transformers share once fitted: inference in float64 on the CPU on a
+    copy of ``model_``, so that a row's result does not depend on the rows computed with it
+    (float32 matrix products round differently for different batch shapes); codes of width
+    ``_n_features_out``."""
+
+    def _keep_for_inference(self, n_code: int) -> None:
+        self._n_features_out = n_code
+        self._inference_model = copy.deepcopy(self.model_).cpu().double()
+
+    def _input(self, X) -> torch.Tensor:
+        check_is_fitted(self)
+        return self.to_tensor(validate_data(self, X, dtype=[np.float64, np.float32], reset=False)).double()
+
+    def transform(self, X):
+        """The code of each row (a dA's: y = s(x W + b))."""
+        dtype = np.asarray(X).dtype if hasattr(X, "dtype") else np.float64
+        with torch.no_grad():
+            codes = self._inference_model.encode(self._input(X)).numpy()
+        return codes.astype(dtype if dtype in (np.float32, np.float64) else np.float64)
+
+    def inverse_transform(self, X):
+        """The reconstruction decoded from codes X, in the units of the input."""
+        check_is_fitted(self)
+        codes = check_array(X, dtype=[np.float64, np.float32])
+        if codes.shape[1] != self._n_features_out:
+            raise ValueError(f"X must have shape (n_samples, {self._n_features_out}), got {codes.shape}")
+        with torch.no_grad():
+            z = self._inference_model.decode(torch.tensor(codes, dtype=torch.float64)).numpy()
+        lo, hi = self.input_range_
+        return z * (hi - lo) + lo
+
+    def score_samples(self, X):
+        """Minus the reconstruction error of each row: higher is more typical of the training data."""
+        with torch.no_grad():
+            return -self._inference_model.reconstruction_error(self._input(X)).numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.non_deterministic = False
+        return tags
+
+
+class DAETransformer(_Autoencoding, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInterval,
+                     BaseEstimator):
     """A denoising autoencoder [Vincent08] as a scikit-learn transformer: X -> its code.
 
     Parameters
@@ -199,45 +252,118 @@ class DAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInt
         config = self._config(len(x)).training
         self.history_ += train(self.model_, x, config, epochs=epochs, generator=self._generator)
         self.components_ = self.model_.W.detach().cpu().numpy().T.copy()
-        self._n_features_out = self.n_hidden
-        # Inference in float64, so that a row's result does not depend on the rows computed
-        # with it (float32 matrix products round differently for different batch shapes).
-        self._inference_model = copy.deepcopy(self.model_).cpu().double()
+        self._keep_for_inference(self.n_hidden)
         return self
 
-    def _input(self, X) -> torch.Tensor:
-        check_is_fitted(self)
-        return self.to_tensor(validate_data(self, X, dtype=[np.float64, np.float32], reset=False)).double()
 
-    def transform(self, X):
-        """The code y = s(x W + b) of each row."""
-        dtype = np.asarray(X).dtype if hasattr(X, "dtype") else np.float64
-        with torch.no_grad():
-            codes = self._inference_model.encode(self._input(X)).numpy()
-        return codes.astype(dtype if dtype in (np.float32, np.float64) else np.float64)
+class DeepAutoencoderTransformer(_Autoencoding, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _UnitInterval,
+                                 BaseEstimator):
+    """A deep autoencoder [Hinton06] as a scikit-learn transformer: X -> its low-dimensional code.
 
-    def inverse_transform(self, X):
-        """The reconstruction decoded from codes X, in the units of the input."""
-        check_is_fitted(self)
-        codes = check_array(X, dtype=[np.float64, np.float32])
-        if codes.shape[1] != self.n_hidden:
-            raise ValueError(f"X must have shape (n_samples, {self.n_hidden}), got {codes.shape}")
-        with torch.no_grad():
-            z = self._inference_model.decode(torch.tensor(codes, dtype=torch.float64)).numpy()
-        lo, hi = self.input_range_
-        return z * (hi - lo) + lo
+    ``fit`` pre-trains a stack of dAs layer by layer (unless ``pretrain=False``), unrolls it into
+    an encoder and a decoder (:class:`dae.deep.DeepAutoencoder`) and fine-tunes the whole network
+    on reconstruction, as ``dae deep`` does (without its validation split: nothing is selected).
+    Inputs are mapped into [0, 1] for the cross-entropy as for :class:`DAETransformer`.
 
-    def score_samples(self, X):
-        """Minus the reconstruction error of each row: higher is more typical of the training data."""
-        with torch.no_grad():
-            return -self._inference_model.reconstruction_error(self._input(X)).numpy()
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(1000, 500, 250, 30)
+        The encoder's widths, the last the code ([Hinton06]'s MNIST autoencoder).
+    code_activation : {"linear", "sigmoid"}, default="linear"
+    tied : bool, default=False
+        Keep the decoder on the encoder's W^T after unrolling (False: its own copies, [Hinton06]).
+    loss : {"cross-entropy", "squared-error"}, default="cross-entropy"
+    corruption_levels : tuple of float or None, default=None
+        Each dA's masking level in pre-training; None: the tutorial's 0.1, 0.2, 0.3, the last repeated.
+    pretrain : bool, default=True
+    pretrain_epochs : int or tuple of int, default=10
+    pretrain_learning_rate : float or tuple of float, default=0.05
+    pretrain_batch_size : int, default=20
+    n_epochs : int, default=50
+        Fine-tuning epochs.
+    learning_rate : float, default=0.001
+    batch_size : int, default=100
+        Fine-tuning minibatches (at most the number of samples), in a new order each epoch.
+    optimizer : {"adam", "sgd"}, default="adam"
+    schedule : {"cosine", "constant", "anneal"}, default="cosine"
+    random_state : int, RandomState instance or None, default=None
+    device : str, default="auto"
+        Where to train: "auto" (a GPU if there is one), "cpu", "cuda" or "cuda:N".  Inference
+        (transform, inverse_transform, score_samples) runs on the CPU in float64.
+    The defaults are those of ``dae deep`` (:class:`dae.config.DeepRunConfig`).
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        tags.non_deterministic = False
-        return tags
+    Attributes
+    ----------
+    model_ : DeepAutoencoder
+    n_features_in_, feature_names_in_, input_range_, history_ (one DeepEpoch per fine-tuning epoch)
 
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X = load_digits().data / 16
+    >>> deep = DeepAutoencoderTransformer(hidden_layer_sizes=(32, 2), n_epochs=20, random_state=0)
+    >>> deep.fit_transform(X).shape
+    (1797, 2)
+
+    References
+    ----------
+    [Hinton06] G. E. Hinton, R. R. Salakhutdinov. Reducing the dimensionality of data with neural
+        networks. Science 313 (2006).
+    """
+
+    def __init__(self, hidden_layer_sizes=DEEP.model.hidden_layer_sizes, code_activation=DEEP.model.code_activation,
+                 tied=DEEP.model.tied, loss=DEEP.model.loss, corruption_levels=None, pretrain=DEEP.pretrain,
+                 pretrain_epochs=DEEP.pretraining.epochs, pretrain_learning_rate=DEEP.pretraining.learning_rate,
+                 pretrain_batch_size=DEEP.pretraining.batch_size, n_epochs=DEEP.training.epochs,
+                 learning_rate=DEEP.training.learning_rate, batch_size=DEEP.training.batch_size,
+                 optimizer=DEEP.training.optimizer, schedule=DEEP.training.schedule, random_state=None,
+                 device=DEEP.device):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.code_activation = code_activation
+        self.tied = tied
+        self.loss = loss
+        self.corruption_levels = corruption_levels
+        self.pretrain = pretrain
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_learning_rate = pretrain_learning_rate
+        self.pretrain_batch_size = pretrain_batch_size
+        self.n_epochs = n_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.random_state = random_state
+        self.device = device
+
+    def _config(self, n_rows: int) -> DeepRunConfig:
+        """The settings as a checked config (a bad one raises ValueError); minibatches of at most ``n_rows``."""
+        levels = None if self.corruption_levels is None else list(self.corruption_levels)
+        return merge(DEEP, {"device": self.device, "pretrain": self.pretrain,
+                            "model": {"hidden_layer_sizes": list(self.hidden_layer_sizes),
+                                      "code_activation": self.code_activation, "tied": self.tied, "loss": self.loss,
+                                      "corruption_levels": levels},
+                            "pretraining": {"epochs": self.pretrain_epochs,
+                                            "learning_rate": self.pretrain_learning_rate,
+                                            "batch_size": min(self.pretrain_batch_size, n_rows)},
+                            "training": {"epochs": self.n_epochs, "learning_rate": self.learning_rate,
+                                         "batch_size": min(self.batch_size, n_rows), "optimizer": self.optimizer,
+                                         "schedule": self.schedule}})
+
+    def fit(self, X, y=None):
+        """Pre-train, unroll and fine-tune a new deep autoencoder on X."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        config = self._config(len(X))
+        self.fit_range(X, config.model.loss == "cross-entropy")
+        x = self.to_tensor(X)
+        seed, device = _seed(self.random_state), resolve_device(config.device)
+        init = torch.Generator().manual_seed(seed)
+        self.model_ = DeepAutoencoder.from_config(X.shape[1], config.model, generator=init).to(device)
+        noise = _noise_generator(init, seed, device)
+        if config.pretrain:
+            pretrain(self.model_, x, config.layer_pretraining, generator=noise, order_seed=seed)
+        self.history_ = train_deep(self.model_, x, config.training, generator=noise, order_seed=seed)
+        self._keep_for_inference(self.model_.n_code)
+        return self
 
 class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     """A stacked denoising autoencoder [Vincent10] as a scikit-learn classifier.
@@ -477,3 +603,128 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         """The most probable class of each row."""
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
+
+
+class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
+    """Outliers by reconstruction error: the rows that an autoencoder trained on X reconstructs badly.
+
+    ``fit`` trains a clone of ``autoencoder`` on X and records the reconstruction error of each
+    training row (:func:`dae.anomaly.reconstruction_errors` under ``anomaly_score``); a row whose error is
+    above ``threshold_`` is an outlier.  The threshold comes from ``contamination``
+    (:func:`dae.anomaly.threshold_from_contamination`): a fraction q flags the q n worst of the n
+    training rows (within one, fewer where errors tie), as ``IsolationForest`` does; "auto" is
+    Tukey's upper fence, Q3 + 1.5 IQR of the training errors [Tukey77].
+
+    **Two conventions, in opposite directions.**
+
+    * scikit-learn's, as ``IsolationForest`` has them: ``score_samples(X)`` is minus the
+      reconstruction error, so *higher is more normal*; ``decision_function(X)`` is
+      ``score_samples(X) - offset_``, *negative for an outlier*; ``predict(X)`` is +1 for an
+      inlier and -1 for an outlier; ``offset_ = -threshold_``.
+    * PyOD's names, for users coming from PyOD: ``decision_scores_`` holds the reconstruction
+      error of each training row, so *higher is more abnormal*; ``threshold_`` is in the same
+      units; ``labels_`` is 0 for an inlier and 1 for an outlier.  PyOD's score of new rows is
+      ``reconstruction_error(X)``, which is ``-score_samples(X)``.  PyOD's own
+      ``decision_function`` returns that raw score; this one is scikit-learn's (its opposite,
+      shifted by the threshold).
+
+    Per-feature errors, as H2O's ``anomaly(per_feature=True)``: ``reconstruction_error(X,
+    per_feature=True)`` has shape (n_samples, n_features), and its rows sum to the rows' errors.
+
+    Units and input scaling: the errors are those of the rows as the autoencoder sees them.  A
+    ``DAETransformer`` with the cross-entropy loss maps data outside [0, 1] into [0, 1] by one
+    affine map of its training data's range, ``autoencoder_.input_range_ = (lo, hi)``; a squared
+    error in the units of the input is (hi - lo)^2 times the one reported.  Rows are encoded as
+    the transformer clips them to [0, 1], but the squared error compares the reconstruction with
+    the mapped row *unclipped*, so that a value beyond the training range counts in full; the
+    cross-entropy score needs targets in [0, 1] and compares with the clipped row, so it does not
+    see how far beyond the range a value lies.  With ``loss="squared-error"`` rows are used as
+    they are.
+
+    Parameters
+    ----------
+    autoencoder : estimator or None, default=None
+        An unfitted dae autoencoder transformer (``DAETransformer``, ``DeepAutoencoderTransformer``,
+        or any with their ``model_``, ``to_tensor`` and ``input_range_``), cloned in ``fit``; None means
+        ``DAETransformer()`` with its defaults (the tutorial's dA).  Its ``random_state`` makes
+        ``fit`` repeatable.
+    anomaly_score : {"squared-error", "cross-entropy"}, default="squared-error"
+        Which reconstruction error ranks the rows; the default is ``dae score``'s,
+        :data:`dae.config.ANOMALY_SCORE`.  "cross-entropy" needs an autoencoder with
+        ``loss="cross-entropy"`` (a sigmoid decoder).
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        The expected fraction of outliers among the training rows, or "auto" (Tukey's fence).
+
+    Attributes
+    ----------
+    autoencoder_ : the fitted clone of ``autoencoder``
+    offset_ : float
+        ``-threshold_``: ``decision_function`` is ``score_samples - offset_`` (scikit-learn).
+    threshold_ : float
+        The reconstruction error above which a row is an outlier (PyOD).
+    decision_scores_ : ndarray of shape (n_samples,)
+        The reconstruction error of each training row, higher = more abnormal (PyOD).
+    labels_ : ndarray of shape (n_samples,)
+        1 for a training row above the threshold, else 0 (PyOD).
+    n_features_in_, feature_names_in_
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> X = load_digits().data / 16
+    >>> detector = AutoencoderOutlierDetector(DAETransformer(n_hidden=32, random_state=0), contamination=0.05)
+    >>> labels = detector.fit(X).predict(X)                       # +1 inlier, -1 outlier
+    >>> errors = detector.reconstruction_error(X, per_feature=True)  # (1797, 64), rows sum to the errors
+
+    References
+    ----------
+    [Tukey77] J. W. Tukey. Exploratory Data Analysis. Addison-Wesley (1977).
+    """
+
+    def __init__(self, autoencoder=None, anomaly_score=ANOMALY_SCORE, contamination="auto"):
+        self.autoencoder = autoencoder
+        self.anomaly_score = anomaly_score
+        self.contamination = contamination
+
+    def fit(self, X, y=None):
+        """Train the autoencoder on X (``y`` is ignored) and set the threshold from the training rows' errors."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        check_score(self.anomaly_score)
+        check_contamination(self.contamination)
+        autoencoder = DAETransformer() if self.autoencoder is None else clone(self.autoencoder)
+        loss = autoencoder.get_params().get("loss", "cross-entropy")
+        if self.anomaly_score == "cross-entropy" and loss != "cross-entropy":
+            raise ValueError(f"anomaly_score='cross-entropy' needs an autoencoder with loss='cross-entropy' (a sigmoid "
+                             f"decoder), not loss={loss!r}")
+        self.autoencoder_ = autoencoder.fit(X)
+        # Inference in float64 on the CPU, so that a row's error does not depend on the rows computed with it.
+        self._model = copy.deepcopy(self.autoencoder_.model_).cpu().double()
+        self.decision_scores_ = self._errors(X)
+        self.threshold_ = threshold_from_contamination(self.decision_scores_, self.contamination)
+        self.offset_ = -self.threshold_
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
+        return self
+
+    def _errors(self, X: np.ndarray, per_feature: bool = False) -> np.ndarray:
+        x = self.autoencoder_.to_tensor(X).double()
+        target = self.autoencoder_.to_tensor(X, clip=False).double() if self.anomaly_score == "squared-error" else None
+        return reconstruction_errors(self._model, x, self.anomaly_score, per_feature, target=target).numpy()
+
+    def reconstruction_error(self, X, per_feature=False):
+        """The reconstruction error of each row (n_samples,), higher = more abnormal (PyOD's score);
+        with ``per_feature``, each feature's (n_samples, n_features), whose rows sum to it."""
+        check_is_fitted(self)
+        return self._errors(validate_data(self, X, dtype=[np.float64, np.float32], reset=False), per_feature)
+
+    def score_samples(self, X):
+        """Minus the reconstruction error of each row: higher is more normal (scikit-learn's direction)."""
+        return -self.reconstruction_error(X)
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for an outlier, positive for an inlier."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for an inlier, -1 for an outlier (a row whose error is above ``threshold_``)."""
+        return np.where(self.decision_function(X) < 0, -1, 1)

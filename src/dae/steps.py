@@ -3,7 +3,7 @@
 * :class:`DAStep`: the tutorial's SGD step for one dA, written out by hand;
 * :class:`AutogradStep`: autograd on ``model.loss`` and a ``torch.optim`` optimizer, for the
   variants the hand-written step does not cover (momentum, Adam, weight decay, a schedule, the
-  sparsity and contractive penalties);
+  sparsity and contractive penalties), and for fine-tuning a deep autoencoder;
 * :class:`FinetuneStep`: SGD with optional momentum on the whole stack's negative
   log-likelihood, written out by hand;
 * :class:`LadderStep`: autograd and torch.optim on a ladder network's supervised and
@@ -190,7 +190,8 @@ class _TorchOptimStep:
 
 class AutogradStep(_TorchOptimStep):
     """Steps by autograd on ``model.loss`` and a torch.optim optimizer; the same corruption is
-    drawn, in the same order, as by :class:`DAStep`."""
+    drawn, in the same order, as by :class:`DAStep`.  A :class:`dae.deep.DeepAutoencoder`
+    (whose loss draws nothing) is fine-tuned by it too."""
 
     def __init__(self, model: DenoisingAutoencoder, config: TrainingConfig, block_steps: int,
                  world: World = SINGLE) -> None:
@@ -216,10 +217,12 @@ class AutogradStep(_TorchOptimStep):
 def make_optimizer(model: torch.nn.Module, decayed: tuple[str, ...], config: TrainingConfig,
                    fused: bool = False) -> torch.optim.Optimizer:
     """The config's torch.optim optimizer over ``model``'s parameters; weight decay applies to
-    those whose name (its last part) is in ``decayed``, the weights, not the biases."""
+    those whose name's first or last part is in ``decayed`` (``W``, a list's ``W.0``, a
+    submodule's ``autoencoders.0.W``): the weights, not the biases."""
     named = list(model.named_parameters())
-    weights = [p for name, p in named if name.split(".")[0] in decayed]
-    others = [p for name, p in named if name.split(".")[0] not in decayed]
+    is_decayed = [name.split(".")[0] in decayed or name.split(".")[-1] in decayed for name, _ in named]
+    weights = [p for (_, p), d in zip(named, is_decayed) if d]
+    others = [p for (_, p), d in zip(named, is_decayed) if not d]
     groups = [{"params": weights, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.learning_rate, fused=fused or None)

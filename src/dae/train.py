@@ -3,9 +3,11 @@
 * :func:`train` trains one dA (the tutorial's ``dA.py``);
 * :func:`pretrain` trains the dAs of a stack one layer at a time, and :func:`finetune` trains
   the whole stack on the labels with the tutorial's early stopping (``SdA.py``);
-* :func:`train_ladder` trains a ladder network on unlabelled rows and a few labelled ones.
+* :func:`train_ladder` trains a ladder network on unlabelled rows and a few labelled ones;
+* :func:`train_deep` fine-tunes a deep autoencoder, unrolled from a stack that :func:`pretrain`
+  trained, on reconstruction ([Hinton06]).
 
-All four run :func:`run_epochs`: for each epoch, the learning rate of the schedule, the order
+All five run :func:`run_epochs`: for each epoch, the learning rate of the schedule, the order
 of the minibatches (the data's, or a new one drawn from ``(order_seed, epoch)``, the same on
 every process and again in a resumed run), one step per minibatch (:mod:`dae.steps`), the
 epoch's mean cost summed over the processes, the divergence check, then the caller's end of
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from .autoencoder import DenoisingAutoencoder
 from .batches import Batches, StreamBatches, make_batches
 from .config import FinetuneConfig, TrainingConfig, learning_rate_at, merge
+from .deep import DeepAutoencoder
 from .distributed import SINGLE, World
 from .stacked import StackedDenoisingAutoencoder
 from .steps import AutogradStep, DAStep, FinetuneStep, LadderStep
@@ -82,6 +85,17 @@ class LadderEpoch:
     supervised: float  # mean cross-entropy of the corrupted path on the labelled minibatches
     denoising: tuple[float, ...]  # mean weighted denoising cost of each layer, the input first
     valid_error: float  # after the epoch, if a validation set was given (only shown, never selects); else NaN
+    learning_rate: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DeepEpoch:
+    """What one epoch of fine-tuning a deep autoencoder reports."""
+
+    epoch: int
+    cost: float  # mean over the epoch's minibatches of the mean reconstruction error (the model's loss)
+    valid_error: float  # squared error per row on the validation set after the epoch (only shown); else NaN
     learning_rate: float
     seconds: float
 
@@ -249,14 +263,15 @@ def train(model: DenoisingAutoencoder, x, config: TrainingConfig | None = None, 
 # --- stacked denoising autoencoders ------------------------------------------------------------
 
 
-def pretrain(model: StackedDenoisingAutoencoder, x, config: TrainingConfig | None = None, *,
+def pretrain(model: StackedDenoisingAutoencoder | DeepAutoencoder, x, config: TrainingConfig | None = None, *,
              generator: int | torch.Generator | None = None,
              callback: Callable[[int, EpochResult], None] | None = None,
              after_layer: Callable[[int], None] | None = None, progress: bool = False,
              state: TrainState | None = None, order_seed: int = 0, world: World | None = None,
              **settings) -> list[list[EpochResult]]:
     """Greedy layer-wise pre-training [Bengio07]: train the dA of each layer in turn with
-    :func:`train`, on the clean codes of the layers below it.
+    :func:`train`, on the clean codes of the layers below it.  ``model`` is any model that
+    holds its layers' dAs as ``model.autoencoders`` (a stack, a deep autoencoder).
 
     ``config`` defaults to the tutorial's pre-training (``pretraining_epochs=15,
     pretrain_lr=0.001, batch_size=1``); ``epochs`` and ``learning_rate`` may be one value or one
@@ -268,12 +283,13 @@ def pretrain(model: StackedDenoisingAutoencoder, x, config: TrainingConfig | Non
     from .config import SdARunConfig
 
     config = merge(config or SdARunConfig().pretraining, settings)
-    n = model.n_layers
+    n = len(model.autoencoders)
     layers = [config.for_layer(k, n) for k in range(n)]
-    generator = as_generator(generator, model.classifier.W.device)
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    generator = as_generator(generator, device)
     state = state if state is not None else TrainState()
     histories: list[list[EpochResult]] = [[] for _ in range(n)]
-    device, dtype = model.classifier.W.device, model.classifier.W.dtype
     codes = _as_tensor(x, dtype).to(device)
     for k, dA in enumerate(model.autoencoders):
         if k + 1 >= state.layer:
@@ -286,7 +302,7 @@ def pretrain(model: StackedDenoisingAutoencoder, x, config: TrainingConfig | Non
                 after_layer(k + 1)
         if k + 1 < n:  # the clean codes of this layer are the next dA's data
             with torch.no_grad():
-                codes = torch.cat([model.hidden[k](c) for c in codes.split(CHUNK_ROWS * 4)])
+                codes = torch.cat([dA.encode(c) for c in codes.split(CHUNK_ROWS * 4)])
     return histories
 
 
@@ -484,6 +500,83 @@ def train_ladder(model, x, labelled, config: TrainingConfig | None = None, *, va
         model.eval()
     if isinstance(x, torch.Tensor) and not finished:  # every rank holds every row: the same statistics
         model.set_population_statistics(x)
+    return state.history
+
+
+# --- deep autoencoders ----------------------------------------------------------------------------
+
+
+def squared_error(model, x, world: World | None = None) -> float:
+    """The mean over the rows of x of the squared reconstruction error sum_i (x_i - z_i)^2,
+    [Hinton06]'s measure ("squared error per image").  ``model``: anything with a
+    ``reconstruct`` (a model, a :class:`dae.deep.PCA`).  With a ``world`` of several processes
+    each takes every N-th row."""
+    return _mean_per_row(lambda rows: (model.reconstruct(rows) - rows).pow(2).sum(dim=1), model, x, world)
+
+
+def mean_reconstruction_error(model: nn.Module, x, world: World | None = None) -> float:
+    """The mean over the rows of x of the model's reconstruction error, its loss (e.g. the
+    cross-entropy per image).  ``world``: as for :func:`squared_error`."""
+    return _mean_per_row(model.reconstruction_error, model, x, world)
+
+
+def _mean_per_row(per_row: Callable[[torch.Tensor], torch.Tensor], model, x, world: World | None) -> float:
+    """The mean of ``per_row`` over the rows of x (this process's every N-th), a chunk at a time,
+    without gradients, on the model's device and in its dtype (float32 for what has no parameters)."""
+    world = world or SINGLE
+    param = next(model.parameters()) if isinstance(model, nn.Module) else None
+    x = _as_tensor(x, torch.float32 if param is None else param.dtype)[world.rank :: world.size]
+    total = 0.0
+    with torch.no_grad():
+        for rows in x.split(4096):
+            total += float(per_row(rows if param is None else rows.to(param.device)).sum(dtype=torch.float64))
+    total, n = world.sum(total, len(x))
+    return total / n if n else math.nan
+
+
+def train_deep(model: DeepAutoencoder, x, config: TrainingConfig | None = None, *, valid=None,
+               generator: int | torch.Generator | None = None, callback: Callable[[DeepEpoch], None] | None = None,
+               progress: bool = False, state: TrainState | None = None, order_seed: int = 0,
+               world: World | None = None, **settings) -> list[DeepEpoch]:
+    """Fine-tune a :class:`dae.deep.DeepAutoencoder` on the reconstruction of the rows of ``x``
+    by backpropagation through the whole network, for a fixed number of epochs; return one
+    record per epoch.  The model is unrolled first if it is not yet (:meth:`~DeepAutoencoder.unroll`).
+
+    ``config`` defaults to :class:`dae.config.DeepRunConfig`'s fine-tuning (Adam, minibatches of
+    100, a cosine schedule, a new order each epoch); the weights, not the biases, take its
+    weight decay.  ``valid`` (rows) is measured after every epoch by :func:`squared_error` and
+    only reported: nothing is selected on it.  ``generator``, ``callback``, ``progress``,
+    ``state``, ``order_seed``, ``world``: as for :func:`train` (the gradients are averaged over
+    the processes at every step).
+    """
+    from .config import DeepRunConfig
+
+    config = merge(config or DeepRunConfig().training, settings)
+    if isinstance(config.epochs, tuple) or isinstance(config.learning_rate, tuple):
+        raise ValueError("train_deep takes one epochs value and one learning_rate")
+    world = world or SINGLE
+    model.unroll()
+    param = next(model.parameters())
+    batches = make_batches(x, batch_size=config.batch_size, world=world, device=param.device, dtype=param.dtype)
+    if batches.n_cols != model.n_visible:
+        raise ValueError(f"x must have shape (n, {model.n_visible}), got ({batches.n_rows}, {batches.n_cols})")
+    shuffle = isinstance(batches, StreamBatches) if config.shuffle is None else config.shuffle
+    generator = as_generator(generator, param.device)
+    state = state if state is not None else TrainState()
+    world.broadcast_(model.parameters())
+    step = AutogradStep(model, config, max(1, CHUNK_ROWS // config.batch_size), world)
+    step.load_state_dict(state.optimizer)
+    if state.reference_cost is None:
+        with torch.no_grad():
+            state.reference_cost = float(model.reconstruction_error(batches.head(CHUNK_ROWS)).mean())
+
+    def finish_epoch(epoch: int, cost: float, lr: float, seconds: float, complete: bool) -> DeepEpoch:
+        valid_error = math.nan if valid is None else squared_error(model, valid, world)
+        return DeepEpoch(epoch, cost, valid_error, lr, seconds)
+
+    run_epochs(step, batches, epochs=config.epochs, learning_rate=lambda e: learning_rate_at(config, e),
+               shuffle=shuffle, generator=generator, state=state, finish_epoch=finish_epoch, order_seed=order_seed,
+               world=world, progress=progress, callback=callback)
     return state.history
 
 
