@@ -66,12 +66,11 @@ def main() -> None:
     out = Path(args.out)
     for name, changes in runs.items():
         folder = out / name
-        if (folder / "summary.json").exists():
+        if _finished(folder) is not None:
             continue
         config = merge(DeepRunConfig(), changes)
         run_deep(resume=folder) if (folder / "checkpoint.safetensors").exists() else run_deep(config, folder)
-    summaries = {p.name: json.loads((p / "summary.json").read_text())
-                 for p in sorted(out.iterdir()) if (p / "summary.json").exists()}
+    summaries = {p.name: _finished(p) for p in sorted(out.iterdir()) if _finished(p) is not None}
     print(f"\nSquared error per image (sum over the 784 pixels), MNIST; torch {torch.__version__}")
     print(f"{'run':<34}{'validation':>11}{'test':>8}{'PCA test':>10}{'minutes':>9}  threads")
     for name, s in summaries.items():
@@ -83,8 +82,8 @@ def main() -> None:
             cells = [statistics.mean(v) for v in zip(*((s["valid_squared_error"], s["test_squared_error"])
                                                        for s in runs_of))]
             spread = [statistics.stdev(s[k] for s in runs_of) for k in ("valid_squared_error", "test_squared_error")]
-            print(f"{method + f' mean +- std [{len(runs_of)}]':<34}{cells[0]:6.2f}+-{spread[0]:.2f}"
-                  f"{cells[1]:5.2f}+-{spread[1]:.2f}")
+            print(f"{method}, mean +- standard deviation over {len(runs_of)} seeds: validation {cells[0]:.2f} +- "
+                  f"{spread[0]:.2f}, test {cells[1]:.2f} +- {spread[1]:.2f}")
     for name, value in PUBLISHED.items():
         print(f"{name + ' (published)':<34}{'':>11}{value:8.2f}")
     curves = {}
@@ -100,14 +99,22 @@ def main() -> None:
                 label=f"{name} (test {summaries[name]['test_squared_error']:.2f})")
     ax.axhline(PUBLISHED["RBM-pretrained deep autoencoder"], color="grey", linestyle="--", linewidth=1,
                label="Hinton & Salakhutdinov (2006), test: 3.00")
+    first = next(iter(summaries.values()))
     ax.set(xlabel="fine-tuning epoch", ylabel="validation squared error per image", yscale="log",
-           title=f"784-1000-500-250-30 on MNIST (PCA, 30 components: "
-                 f"{next(iter(summaries.values()))['pca_test_squared_error']:.2f})")
+           title=f"{first['sizes']} on {first['data']} (PCA, {first['code_size']} components: "
+                 f"{first['pca_test_squared_error']:.2f})")
     ax.legend()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     write_bytes(out / "deep_reconstruction.png", buffer.getvalue())
     print(f"wrote {out / 'deep_reconstruction.png'}")
+
+
+def _finished(folder: Path) -> dict | None:
+    """The summary of a run that ended (not one interrupted, which is resumed), else None."""
+    path = folder / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else None
+    return None if summary is None or summary.get("interrupted") else summary
 
 
 if __name__ == "__main__":

@@ -50,12 +50,12 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.svm import OneClassSVM
 
 from dae import load_mnist
+from dae.anomaly import SCORES
 from dae.files import write_bytes, write_text
 from dae.sklearn import AutoencoderOutlierDetector, DAETransformer, DeepAutoencoderTransformer
 
 # Ruff et al. (2018), "Deep One-Class Classification", ICML, table 1: one-class Deep SVDD on MNIST, AUROC (%).
 DEEP_SVDD = [98.0, 99.7, 91.7, 91.9, 94.9, 88.5, 98.3, 94.6, 93.9, 96.5]
-SCORES = ("squared-error", "cross-entropy")
 SEED = 0
 
 

@@ -332,7 +332,8 @@ LADDER_HELP = {
 }
 DEEP_HELP = {
     "--data": DEEP.data, "--image-size": DEEP.image_size or FIRST_IMAGE, "--hidden": DEEP.model.hidden_layer_sizes,
-    "--code": DEEP.model.code_activation, "--tied": _switch(DEEP.model.tied), "--loss": DEEP.model.loss,
+    "--code": DEEP.model.code_activation, "--tied": _switch(DEEP.model.tied),
+    "--untied": _switch(not DEEP.model.tied), "--loss": DEEP.model.loss,
     "--corruption": DEEP.model.corruption_levels, "--pretrain-epochs": DEEP.pretraining.epochs,
     "--pretrain-lr": DEEP.pretraining.learning_rate, "--pretrain-batch-size": DEEP.pretraining.batch_size,
     "--epochs": DEEP.training.epochs, "--lr": DEEP.training.learning_rate, "--batch-size": DEEP.training.batch_size,
@@ -352,7 +353,8 @@ HELP = {
     "ladder": LADDER_HELP,
     "deep": DEEP_HELP,
     "encode": {**MODEL_HELP, "--layer": "top"},
-    "score": {**MODEL_HELP, "--score": ANOMALY_SCORE, "--contamination": NOT_SHOWN, "--per-feature": NOT_SHOWN},
+    "score": {**MODEL_HELP, "--score": ANOMALY_SCORE, "--contamination": NOT_SHOWN,
+              "--reference": "the training split of --data", "--per-feature": NOT_SHOWN},
 }
 
 

@@ -96,6 +96,21 @@ def test_any_stack_unrolls_and_its_encoder_gives_the_stacks_codes():
         DeepAutoencoder.from_stack([dAs[1], dAs[0]])
 
 
+def test_untied_dAs_unroll_with_their_own_decoders_and_the_upper_ones_need_sigmoid_decoders():
+    x = structured()
+    dAs = [DenoisingAutoencoder(20, 9, tied=False, generator=torch.Generator().manual_seed(2)),
+           DenoisingAutoencoder(9, 2, activation="linear", generator=torch.Generator().manual_seed(3))]
+    model = DeepAutoencoder.from_stack(dAs)
+    with torch.no_grad():
+        assert torch.equal(model.reconstruct(x), dAs[0].decode(dAs[1].decode(dAs[1].encode(dAs[0].encode(x)))))
+    assert not torch.equal(model.W_prime[0], model.autoencoders[0].W)  # dA 0's own W', not W
+    with pytest.raises(ValueError, match="needs tied dAs"):
+        DeepAutoencoder.from_stack(dAs, tied=True)
+    upper = DenoisingAutoencoder(9, 2, loss="squared-error", generator=torch.Generator().manual_seed(4))
+    with pytest.raises(ValueError, match="sigmoid decoder"):
+        DeepAutoencoder.from_stack([dAs[0], upper])
+
+
 def test_the_stack_is_pretrained_exactly_as_an_sdas_is():
     x = structured()
     sda = StackedDenoisingAutoencoder(20, [12, 6], 2, generator=torch.Generator().manual_seed(0))
@@ -304,6 +319,16 @@ def test_a_code_of_more_than_two_units_draws_no_scatter_and_no_pretraining_write
     assert "codes.png" not in names and "pretrained" not in names and "pretrain_curve.png" not in names
     assert all(m["phase"] == "finetune" for m in _lines(out))
     assert json.loads((out / "summary.json").read_text())["pretrained"] is False
+
+
+def test_a_code_wider_than_the_data_runs_without_a_pca_baseline(data, tmp_path, capsys):
+    out = tmp_path / "wide"
+    assert main(["deep", "--data", str(data), "--hidden", "96", "--no-pretrain", "--epochs", "1", "--batch-size",
+                 "20", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["code_size"] == 96 and summary["pca_test_squared_error"] is None
+    assert summary["test_squared_error"] > 0 and summary["train_squared_error"] > 0
+    assert (out / "reconstructions.png").is_file() and (out / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("stop_at", [("pretrain", 1, 1), ("pretrain", 2, 2), ("finetune", None, 2)],

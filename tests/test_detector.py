@@ -282,7 +282,8 @@ def test_contamination_flags_a_fraction_of_the_training_split_and_says_the_thres
     assert abs(outlier.sum() - q * 240) <= 1
     summary = json.loads(stdout)
     assert summary["outliers"] == outlier.sum() and summary["contamination"] == q
-    assert summary["threshold_split"] == "train" and summary["threshold_rows"] == 240
+    assert summary["threshold_from"] == f"the training split of {images / 'data.npz'}"
+    assert summary["threshold_rows"] == 240
     assert summary["score"] == ANOMALY_SCORE
     threshold = summary["threshold"]
     assert (scores[outlier == 1] > threshold).all() and (scores[outlier == 0] <= threshold).all()
@@ -304,6 +305,24 @@ def test_the_threshold_comes_from_the_training_split_whatever_split_is_scored(tm
     errors = np.load(train)["score"]
     q1, q3 = np.percentile(errors.astype(np.float64), [25, 75])
     assert summaries[0]["threshold"] == pytest.approx(q3 + TUKEY_FENCE * (q3 - q1))
+
+
+def test_a_reference_sets_the_threshold_for_new_data(tmp_path, images, capsys):
+    np.savez(tmp_path / "new.npz", x_train=np.load(images / "data.npz")["x_test"])  # 60 new rows
+    args = ["--model", images / "model", "--contamination", "0.1"]
+    code, stdout, err = run(capsys, "score", *args, "--data", tmp_path / "new.npz", "--reference",
+                            images / "data.npz", "--out", tmp_path / "new.csv")
+    assert code == 0, err
+    new = json.loads(stdout)
+    code, stdout, err = run(capsys, "score", *args, "--data", images / "data.npz", "--out", tmp_path / "train.csv")
+    assert code == 0, err
+    assert new["threshold"] == json.loads(stdout)["threshold"]
+    assert new["threshold_rows"] == 240 and new["rows"] == 60 and str(images / "data.npz") in new["threshold_from"]
+    code, stdout, err = run(capsys, "score", *args, "--data", tmp_path / "new.npz", "--out", tmp_path / "own.csv")
+    assert code == 0 and abs(json.loads(stdout)["outliers"] - 6) <= 1  # without it, the new rows set their own
+    code, stdout, err = run(capsys, "score", *args, "--data", tmp_path / "new.npz", "--reference",
+                            tmp_path / "missing.npz", "--out", tmp_path / "bad.csv")
+    assert code == 2 and err.count("\n") == 1 and "missing.npz" in err and not (tmp_path / "bad.csv").exists()
 
 
 def test_score_says_which_error_it_scores_by_and_computes_it(tmp_path, images, capsys):

@@ -138,6 +138,7 @@ def test_image_size_resizes_every_image(tmp_path):
     assert torch.equal(same.train.x, load_data(folder).train.x)
     with pytest.raises(ValueError, match="image_size"):
         load_data(folder, image_size=(0, 5))
+    expect_data_error(load_data, folder, image_size=(10**6, 10**6), match="more pixels than Pillow opens")
 
 
 # --- mistakes -----------------------------------------------------------------------------------------

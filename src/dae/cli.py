@@ -155,7 +155,9 @@ PRETRAIN_OPTIONS = [
     ("--pretrain-epochs", "pretraining.epochs", dict(type=_list_of(positive_int), metavar="N[,N,...]",
                                                      help="pre-training epochs, one value or one per layer")),
     ("--pretrain-lr", "pretraining.learning_rate", dict(type=_list_of(positive_float), metavar="X[,X,...]",
-                                                        help="pre-training learning rate, one or one per layer")),
+                                                        help="pre-training learning rate, one or one per layer "
+                                                             "(dae deep: one rate puts a linear code layer's dA at "
+                                                             "a fifth of it)")),
     ("--pretrain-batch-size", "pretraining.batch_size", dict(type=positive_int, metavar="N",
                                                             help="pre-training minibatch size")),
 ]
@@ -221,6 +223,9 @@ DEEP_OPTIONS = [
     ("--code", "model.code_activation", dict(choices=CODE_ACTIVATIONS, help="the code layer's units")),
     ("--tied", "model.tied", dict(action="store_const", const=True,
                                   help="keep the decoder on the encoder's weights W^T after unrolling")),
+    ("--untied", "model.tied", dict(action="store_const", const=False,
+                                    help="give the decoder weights of its own after unrolling, copies of W "
+                                         "(Hinton & Salakhutdinov's)")),
     ("--loss", "model.loss", dict(choices=LOSSES, help="cross-entropy (sigmoid output, inputs in [0, 1]) or squared "
                                                       "error (linear output), fine-tuned")),
     ("--corruption", "model.corruption_levels", dict(type=_list_of(fraction), metavar="P,P,...",
@@ -297,7 +302,8 @@ def build_parser() -> Parser:
                                           "the paper's MNIST model, with 100 labels.")
     _add_options(ladder_p, LADDER_OPTIONS, LadderRunConfig())
     ladder_p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    deep_p = sub.add_parser("deep", help="a deep autoencoder: pre-train a stack, unroll it, fine-tune on reconstruction",
+    deep_p = sub.add_parser("deep", help="a deep autoencoder: pre-train a stack, unroll it, fine-tune on "
+                                         "reconstruction",
                             description="The deep autoencoder of Hinton & Salakhutdinov (2006): a stack pre-trained "
                                         "layer by layer as denoising autoencoders, unrolled into an encoder and a "
                                         "decoder, and fine-tuned on reconstruction; PCA with as many components as "
@@ -320,7 +326,8 @@ def build_parser() -> Parser:
                        help="which split of a data set with several (default: %(default)s)")
         p.add_argument("--out", required=True, metavar="FILE", help="a new .npy (or, for score, .csv) file")
         if name == "encode":
-            p.add_argument("--layer", type=positive_int, metavar="K", help="for SdA and deep models: the encoder layer (default: top)")
+            p.add_argument("--layer", type=positive_int, metavar="K",
+                           help="for SdA and deep models: the encoder layer (default: top)")
         if name == "score":
             _score_options(p)
         _device_option(p)
@@ -333,9 +340,12 @@ def _score_options(p: Parser) -> None:
                         "cross-entropy, the tutorial's loss (for a model trained with it) (default: %(default)s)")
     p.add_argument("--contamination", type=contamination, metavar="Q|auto",
                    help="also flag outliers: the rows scored above the threshold that flags a fraction Q in (0, 0.5] "
-                        "of the training split of --data (the rows the model was fit on), or, with auto, above "
-                        "Tukey's fence Q3 + 1.5 IQR of their scores; --out gets a second column, outlier (0/1): "
-                        "a .csv with a header score,outlier, a .npy a structured array with fields score and outlier")
+                        "of the reference rows (--reference), or, with auto, above Tukey's fence Q3 + 1.5 IQR of "
+                        "their scores; --out gets a second column, outlier (0/1): a .csv with a header "
+                        "score,outlier, a .npy a structured array with fields score and outlier")
+    p.add_argument("--reference", metavar="PATH",
+                   help="with --contamination: typical data, e.g. what the model was trained on, whose training "
+                        "split sets the threshold (default: the training split of --data)")
     p.add_argument("--per-feature", metavar="FILE",
                    help="also write each feature's error to a new .npy (rows x features; a row sums to its score), "
                         "and for images a picture FILE_worst.png of the worst-scored rows, their reconstructions "
@@ -452,7 +462,6 @@ def run_score(args: argparse.Namespace) -> int:
         if data.image_shape is not None:
             picture = str(Path(args.per_feature).with_name(Path(args.per_feature).stem + "_worst.png"))
             _check_new_file("--per-feature's picture", picture, (".png",))
-    model.eval()
     errors = reconstruction_errors(model, x, args.score, per_feature=args.per_feature is not None)
     scores = (errors.sum(dim=1) if errors.ndim == 2 else errors).numpy()
     q = np.quantile(scores, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
@@ -460,28 +469,35 @@ def run_score(args: argparse.Namespace) -> int:
                "mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()),
                "max": float(scores.max()), **{f"p{p}": float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q)}}
     table = scores
-    if args.contamination is not None:  # the threshold comes from the rows the model was fit on
-        train = scores if args.split == "train" else reconstruction_errors(model, data.train.x, args.score).numpy()
+    if args.contamination is not None:  # the threshold comes from the reference rows: typical ones
+        if args.reference is None:
+            reference = scores if args.split == "train" else None
+            rows = data.train.x
+        else:
+            reference, rows = None, _load_for_model(args, args.reference, model, model.loss_name).train.x
+        if reference is None:
+            reference = reconstruction_errors(model, rows, args.score).numpy()
+        where = f"the training split of {args.reference or args.data}"
         try:
-            threshold = threshold_from_contamination(train, args.contamination)
+            threshold = threshold_from_contamination(reference, args.contamination)
         except ValueError:
-            raise UsageError(f"--contamination: the scores of the training split of {args.data} are not all "
-                             f"finite, so they set no threshold") from None
+            raise UsageError(f"--contamination: the scores of {where} are not all finite, so they set no "
+                             f"threshold") from None
         outlier = scores.astype(np.float64) > threshold
         table = np.zeros(len(scores), dtype=[("score", scores.dtype), ("outlier", np.uint8)])
         table["score"], table["outlier"] = scores, outlier
-        summary |= {"contamination": args.contamination, "threshold": threshold, "threshold_split": "train",
-                    "threshold_rows": len(train), "outliers": int(outlier.sum())}
+        summary |= {"contamination": args.contamination, "threshold": threshold, "threshold_from": where,
+                    "threshold_rows": len(reference), "outliers": int(outlier.sum())}
+    _write_array(args.out, table)
+    if args.per_feature is not None:
+        _write_array(args.per_feature, errors.numpy())
+        summary["per_feature"] = args.per_feature
     if picture is not None:
         worst = torch.from_numpy(np.argsort(-scores, kind="stable")[:N_PICTURE_EXAMPLES].copy())
         with torch.no_grad():
             reconstructed = model.reconstruct(x[worst].to(device)).cpu()
         save_worst_reconstructions(picture, x[worst], reconstructed, errors[worst], data.image_shape)
         summary["picture"] = picture
-    if args.per_feature is not None:
-        _write_array(args.per_feature, errors.numpy())
-        summary["per_feature"] = args.per_feature
-    _write_array(args.out, table)
     print(json.dumps(summary))
     return 0
 
@@ -497,20 +513,26 @@ def _model_and_data(args: argparse.Namespace):
     device = init_world(args.device or "auto").device
     model = load_model(args.model).to(device)
     loss = model.loss_name if isinstance(model, (DenoisingAutoencoder, DeepAutoencoder)) else "cross-entropy"
-    size = args.image_size
-    if size is None and is_image_folder(args.data):  # images are resized as the model's were in training
-        shape = read_config(args.model).get("image_shape")
-        fits = isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n >= 1 for n in shape)
-        size = tuple(shape) if fits else None
-    data = load_data(args.data, loss=loss, image_size=size)
+    data = _load_for_model(args, args.data, model, loss)
     split = getattr(data, args.split)
     if split is None:
         raise UsageError(f"--split {args.split}: {args.data} has no {args.split} split")
-    x = split.x
-    if x.shape[1] != model.n_visible:
-        raise UsageError(f"{args.data} has {x.shape[1]} values per row, the model expects {model.n_visible}")
     _check_new_file("--out", args.out, (".npy", ".csv") if args.command == "score" else (".npy",))
-    return model, data, x, device
+    return model, data, split.x, device
+
+
+def _load_for_model(args: argparse.Namespace, path: str, model, loss: str):
+    """The data at ``path``, checked against ``model``; a folder of images is resized to
+    --image-size, or else to the size the model was trained on."""
+    size = args.image_size
+    if size is None and is_image_folder(path):
+        shape = read_config(args.model).get("image_shape")
+        fits = isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n >= 1 for n in shape)
+        size = tuple(shape) if fits else None
+    data = load_data(path, loss=loss, image_size=size)
+    if data.train.x.shape[1] != model.n_visible:
+        raise UsageError(f"{path} has {data.train.x.shape[1]} values per row, the model expects {model.n_visible}")
+    return data
 
 
 def _check_new_file(flag: str, path: str, suffixes: tuple[str, ...]) -> None:

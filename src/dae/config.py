@@ -379,7 +379,8 @@ class DeepConfig(_Stack):
         _require(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}")
 
 
-# The dA of a linear code layer is pre-trained at a fifth of the others' rate: its codes are
+# The dA of a linear code layer is pre-trained at a fifth of the others' rate (when one rate is
+# given for all layers; DeepRunConfig.layer_pretraining): its codes are
 # unbounded, and at the sigmoid layers' 0.05 it diverged on the 5,000 eights of
 # benchmarks/one_class.py (0.01 did not).  Hinton & Salakhutdinov's top RBM with linear units
 # likewise learnt at a hundredth of their other RBMs' rate (their rbmhidlinear.m, 0.001, against
@@ -393,14 +394,13 @@ class DeepRunConfig(_Checked):
     fine-tuning of the unrolled autoencoder on reconstruction by Adam, without noise."""
 
     model: DeepConfig = field(default_factory=DeepConfig)
-    # Pre-training: the SdA's default preset (10 epochs per layer at 0.05, minibatches of 20).
+    # Pre-training: the SdA's default preset's (10 epochs per layer at 0.05, minibatches of 20).
     # Fine-tuning: Adam at its usual 0.001 (Kingma & Ba 2015), minibatches of 100, a cosine decay;
     # a 30-epoch trial reached a validation squared error of 3.04 per image and was still falling,
     # so the epochs are what fits the issue's 30 minutes on 2 cores: 80 (about 20 minutes on one
     # thread).  The validation error is the only one these were chosen on
     # (benchmarks/deep_reconstruction.py prints it).
-    pretraining: TrainingConfig = field(default_factory=lambda: TrainingConfig(
-        epochs=10, learning_rate=0.05, batch_size=20))
+    pretraining: TrainingConfig = field(default_factory=lambda: SDA_PRESETS["default"].pretraining)
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(  # fine-tuning
         epochs=80, learning_rate=1e-3, batch_size=100, optimizer="adam", schedule="cosine", shuffle=True))
     data: str = "mnist"
@@ -412,13 +412,15 @@ class DeepRunConfig(_Checked):
 
     @property
     def layer_pretraining(self) -> TrainingConfig:
-        """``pretraining`` with one learning rate per layer, that of a linear code layer's dA
-        multiplied by :data:`LINEAR_CODE_RATE_FACTOR`: what pre-training uses."""
+        """What pre-training uses: ``pretraining``, where one learning rate is given for every
+        layer, with a linear code layer's dA at :data:`LINEAR_CODE_RATE_FACTOR` times it; rates
+        given one per layer are used as they are."""
+        rate = self.pretraining.learning_rate
+        if isinstance(rate, tuple) or self.model.code_activation != "linear":
+            return self.pretraining
         n = len(self.model.hidden_layer_sizes)
-        rates = [self.pretraining.for_layer(k, n).learning_rate for k in range(n)]
-        if self.model.code_activation == "linear":
-            rates[-1] *= LINEAR_CODE_RATE_FACTOR
-        return dataclasses.replace(self.pretraining, learning_rate=tuple(rates))
+        rates = (rate,) * (n - 1) + (rate * LINEAR_CODE_RATE_FACTOR,)
+        return dataclasses.replace(self.pretraining, learning_rate=rates)
 
     def check(self) -> None:
         self.model.check()

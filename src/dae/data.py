@@ -841,7 +841,11 @@ def _load_image_folder(folder: Path, image_size: tuple[int, int] | None) -> Data
     files, labels, classes = _image_files(folder)
     first = _read_image(files[0], image_size)
     height, width = first.shape
-    pixels = np.empty((len(files), height, width), np.uint8)  # filled image by image
+    try:
+        pixels = np.empty((len(files), height, width), np.uint8)  # filled image by image
+    except MemoryError:
+        raise DataError(f"{folder}: {len(files)} images of {height}x{width} pixels do not fit in memory; choose a "
+                        "smaller --image-size") from None
     pixels[0] = first
     for k, path in enumerate(files[1:], start=1):
         pixels[k] = _read_image(path, (height, width))
@@ -976,6 +980,9 @@ def load_data(path: str | os.PathLike, *, loss: str = "cross-entropy",
     if image_size is not None and not (isinstance(image_size, tuple) and len(image_size) == 2
                                        and all(isinstance(n, int) and n >= 1 for n in image_size)):
         raise ValueError(f"image_size must be a (height, width) pair of positive integers, got {image_size!r}")
+    if image_size is not None and image_size[0] * image_size[1] > (Image.MAX_IMAGE_PIXELS or math.inf):
+        raise DataError(f"image size {image_size[0]},{image_size[1]}: more pixels than Pillow opens in one image "
+                        f"({Image.MAX_IMAGE_PIXELS}); choose a smaller --image-size")
     if isinstance(path, str) and path == "mnist":
         if image_size is not None:
             raise _image_size_error("the bundled MNIST")

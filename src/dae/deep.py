@@ -135,10 +135,12 @@ class DeepAutoencoder(nn.Module):
         """Unroll a pre-trained stack: a :class:`dae.StackedDenoisingAutoencoder` (its classifier
         is left out) or a sequence of dAs whose widths chain (any widths).
 
-        The new model holds copies of the dAs' W, b and b'; ``code_activation`` defaults to the
-        top dA's activation (it must be linear or sigmoid, the others sigmoid) and ``loss`` to
-        the first dA's.  The result is unrolled: its encoder gives the stack's codes and, before
-        any fine-tuning, its decoder the dAs' decoders in reverse order.
+        The new model holds copies of the dAs' W, b and b' (and W' of an untied dA, as its
+        decoder weight: ``tied=True`` needs tied dAs); ``code_activation`` defaults to the top
+        dA's activation (it must be linear or sigmoid, the others sigmoid) and ``loss`` to the
+        first dA's; the dAs above the first reconstruct sigmoid codes, so they must have the
+        cross-entropy's sigmoid decoder.  The result is unrolled: its encoder gives the stack's
+        codes and, before any fine-tuning, its decoder the dAs' decoders in reverse order.
         """
         dAs = list(getattr(stack, "autoencoders", stack))
         if not dAs or not all(isinstance(dA, DenoisingAutoencoder) for dA in dAs):
@@ -148,6 +150,10 @@ class DeepAutoencoder(nn.Module):
                 raise ValueError(f"the dAs do not chain: {below.n_hidden} codes into {above.n_visible} inputs")
         if any(dA.activation != "sigmoid" for dA in dAs[:-1]):
             raise ValueError("every dA below the code layer must have sigmoid units")
+        if any(dA.loss_name != "cross-entropy" for dA in dAs[1:]):
+            raise ValueError("every dA above the first must have a sigmoid decoder (the cross-entropy loss)")
+        if tied and any(not dA.tied for dA in dAs):
+            raise ValueError("tied=True needs tied dAs: an untied dA's decoder has weights of its own")
         code_activation = dAs[-1].activation if code_activation is None else code_activation
         if dAs[-1].activation != code_activation:
             raise ValueError(f"the top dA's units are {dAs[-1].activation}, not {code_activation}")
@@ -160,7 +166,10 @@ class DeepAutoencoder(nn.Module):
             for mine, theirs in zip(model.autoencoders, dAs):
                 for name in ("W", "b", "b_prime"):
                     getattr(mine, name).copy_(getattr(theirs, name))
-        model.unroll()
+            model.unroll()
+            for k, dA in enumerate(dAs):
+                if not dA.tied:  # then the model is untied too
+                    model.W_prime[k].copy_(dA.W_prime)
         return model
 
     @property

@@ -490,7 +490,8 @@ def run_deep(config: DeepRunConfig | None = None, out=None, *, resume=None, worl
     model.to(world.device)
     sizes = "-".join(str(n) for n in [model.n_visible, *model.hidden_layer_sizes])
     say(f"Deep autoencoder {sizes} on {data.name} ({len(x)} train, {0 if valid is None else len(valid.x)} valid, "
-        f"{0 if test is None else len(test.x)} test examples), {'pre-trained' if config.pretrain else 'no pre-training'}"
+        f"{0 if test is None else len(test.x)} test examples), "
+        f"{'pre-trained' if config.pretrain else 'no pre-training'}"
         f", {_where(world)}, writing to {run.path}")
     deep = _DeepRun(config, run, model, generator, state, world, say, progress, data,
                     checkpoint.state.get("clock") if checkpoint is not None else None)
@@ -544,16 +545,18 @@ class _DeepRun(_PhasedRun):
         self.tick("finetune")
         say(f"The fine tuning code ran for {self.clock['finetune'] / 60:.2f}m")
         k = model.n_code
+        parts = (("train", train_split), ("valid", valid), ("test", test))
         errors = {f"{name}_squared_error": None if part is None else squared_error(model, part.x, world)
-                  for name, part in (("valid", valid), ("test", test))}
+                  for name, part in parts}
         test_ce = (mean_reconstruction_error(model, test.x, world)
                    if test is not None and model.loss_name == "cross-entropy" else None)
-        pca = pca_fit(train_split.x, k) if run.main else None  # only rank 0 reports it
+        # Only rank 0 reports PCA; a code wider than the data has no PCA of its size.
+        pca = pca_fit(train_split.x, k) if run.main and k <= model.n_visible else None
         baseline = {f"pca_{name}_squared_error": None if part is None or pca is None else squared_error(pca, part.x)
-                    for name, part in (("valid", valid), ("test", test))}
+                    for name, part in parts}
         if errors["test_squared_error"] is not None and run.main:
-            say(f"Test squared error per image {errors['test_squared_error']:.2f}; PCA with {k} components "
-                f"{baseline['pca_test_squared_error']:.2f}")
+            pca_text = "" if pca is None else f"; PCA with {k} components {baseline['pca_test_squared_error']:.2f}"
+            say(f"Test squared error per image {errors['test_squared_error']:.2f}{pca_text}")
         pre, fine = self.clock["pretrain"], self.clock["finetune"]
         sizes = "-".join(str(n) for n in [model.n_visible, *model.hidden_layer_sizes])
         summary = {
@@ -571,16 +574,18 @@ class _DeepRun(_PhasedRun):
             source = test or valid or train_split
             shown = source.x[:N_PICTURE_EXAMPLES].to(world.device)
             with torch.no_grad():
-                run.picture(save_compared_reconstructions, "reconstructions.png", shown,
-                            {"deep autoencoder": model.reconstruct(shown), f"PCA, {k} components": pca.reconstruct(
-                                shown.to(pca.mean.device))}, self.data.image_shape)
+                rows = {"deep autoencoder": model.reconstruct(shown)}
+                if pca is not None:
+                    rows[f"PCA, {k} components"] = pca.reconstruct(shown.to(pca.mean.device))
+                run.picture(save_compared_reconstructions, "reconstructions.png", shown, rows, self.data.image_shape)
                 if k == 2:
                     codes = torch.cat([model.encode(rows.to(world.device)).cpu() for rows in source.x.split(4096)])
                     which = "test" if source is test else "validation" if source is valid else "training"
                     run.picture(save_code_scatter, "codes.png", codes, source.y,
                                 title=f"The 2-D codes of {len(codes)} {which} examples of {self.data.name}")
-            curve = {"fine-tuning cost (the loss)": [(e.epoch, e.cost) for e in history],
-                     "validation squared error": [(e.epoch, e.valid_error) for e in history]}
+            curve = {"fine-tuning cost (the loss)": [(e.epoch, e.cost) for e in history]}
+            if valid is not None:
+                curve["validation squared error"] = [(e.epoch, e.valid_error) for e in history]
             run.picture(save_learning_curve, "curve.png", curve, ylabel="per example", logy=True,
                         title="Fine-tuning the deep autoencoder")
         run.write_json("summary.json", summary)

@@ -41,9 +41,9 @@ class ModelFileError(ValueError):
     """A model folder that is missing, unreadable, or not a model this version of dae wrote."""
 
 
-def save_model(model: DenoisingAutoencoder | StackedDenoisingAutoencoder, directory: str | os.PathLike,
-               **extra) -> None:
-    """Write ``model`` to ``directory`` (created if needed) as model.safetensors + config.json.
+def save_model(model, directory: str | os.PathLike, **extra) -> None:
+    """Write ``model`` (a dA, an SdA, a ladder network or a deep autoencoder) to ``directory``
+    (created if needed) as model.safetensors + config.json.
 
     ``extra`` (JSON-serialisable, e.g. ``image_shape``) is stored in the config for tools.
     Shared parameters (an SdA layer's W and b, which its dA also holds) are stored once.
@@ -161,7 +161,7 @@ _GENERATOR, _OPTIMIZER, _EXTRA = "_generator_state", "_optimizer", "_extra"
 class Checkpoint:
     """What :func:`load_checkpoint` returns."""
 
-    model: object  # DenoisingAutoencoder or StackedDenoisingAutoencoder, with the saved weights
+    model: object  # a dA, an SdA, a ladder network or a deep autoencoder, with the saved weights
     generator_state: torch.Tensor  # for torch.Generator.set_state
     state: dict  # the JSON state saved with it
     optimizer_state: dict  # a torch.optim state_dict, or {}

@@ -79,6 +79,12 @@ class _UnitInterval:
         return x
 
 
+def _ints(values) -> list:
+    """A list of sizes, NumPy integers (e.g. from a parameter grid) as Python ints; anything else
+    as it is, for the config to accept or refuse."""
+    return [int(v) if isinstance(v, np.integer) else v for v in values]
+
+
 def _seed(random_state) -> int:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
@@ -278,8 +284,10 @@ class DeepAutoencoderTransformer(_Autoencoding, ClassNamePrefixFeaturesOutMixin,
     pretrain : bool, default=True
     pretrain_epochs : int or tuple of int, default=10
     pretrain_learning_rate : float or tuple of float, default=0.05
+        One rate for every layer (a linear code layer's dA then learns at a fifth of it,
+        :data:`dae.config.LINEAR_CODE_RATE_FACTOR`), or one per layer, used as given.
     pretrain_batch_size : int, default=20
-    n_epochs : int, default=50
+    n_epochs : int, default=80
         Fine-tuning epochs.
     learning_rate : float, default=0.001
     batch_size : int, default=100
@@ -339,7 +347,7 @@ class DeepAutoencoderTransformer(_Autoencoding, ClassNamePrefixFeaturesOutMixin,
         """The settings as a checked config (a bad one raises ValueError); minibatches of at most ``n_rows``."""
         levels = None if self.corruption_levels is None else list(self.corruption_levels)
         return merge(DEEP, {"device": self.device, "pretrain": self.pretrain,
-                            "model": {"hidden_layer_sizes": list(self.hidden_layer_sizes),
+                            "model": {"hidden_layer_sizes": _ints(self.hidden_layer_sizes),
                                       "code_activation": self.code_activation, "tied": self.tied, "loss": self.loss,
                                       "corruption_levels": levels},
                             "pretraining": {"epochs": self.pretrain_epochs,
@@ -448,7 +456,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         the rows pre-trained on and the rows fine-tuned on."""
         levels = None if self.corruption_levels is None else list(self.corruption_levels)
         return merge(SDA, {"device": self.device,
-                           "model": {"hidden_layer_sizes": list(self.hidden_layer_sizes), "corruption_levels": levels,
+                           "model": {"hidden_layer_sizes": _ints(self.hidden_layer_sizes), "corruption_levels": levels,
                                      "dropout": self.dropout, "input_corruption": self.input_corruption},
                            "pretraining": {"epochs": self.pretrain_epochs, "learning_rate": self.pretrain_learning_rate,
                                            "batch_size": min(self.pretrain_batch_size, n_pretrain)},
@@ -571,7 +579,7 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         """The settings as a checked config (a bad one raises ValueError); minibatches of at most ``n_rows``."""
         weights = None if self.denoising_weights is None else list(self.denoising_weights)
         return merge(LADDER, {"device": self.device,
-                              "model": {"hidden_layer_sizes": list(self.hidden_layer_sizes),
+                              "model": {"hidden_layer_sizes": _ints(self.hidden_layer_sizes),
                                         "noise_std": self.noise_std, "denoising_weights": weights},
                               "training": {"epochs": self.n_epochs, "learning_rate": self.learning_rate,
                                            "batch_size": min(self.batch_size, n_rows), "schedule": self.schedule}})
@@ -645,7 +653,8 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
     ----------
     autoencoder : estimator or None, default=None
         An unfitted dae autoencoder transformer (``DAETransformer``, ``DeepAutoencoderTransformer``,
-        or any with their ``model_``, ``to_tensor`` and ``input_range_``), cloned in ``fit``; None means
+        or one like them: ``get_params()`` with a ``loss``, and once fitted ``model_``,
+        ``to_tensor(X, clip=...)`` and ``input_range_``), cloned in ``fit``; None means
         ``DAETransformer()`` with its defaults (the tutorial's dA).  Its ``random_state`` makes
         ``fit`` repeatable.
     anomaly_score : {"squared-error", "cross-entropy"}, default="squared-error"

@@ -273,9 +273,10 @@ def pretrain(model: StackedDenoisingAutoencoder | DeepAutoencoder, x, config: Tr
     :func:`train`, on the clean codes of the layers below it.  ``model`` is any model that
     holds its layers' dAs as ``model.autoencoders`` (a stack, a deep autoencoder).
 
-    ``config`` defaults to the tutorial's pre-training (``pretraining_epochs=15,
-    pretrain_lr=0.001, batch_size=1``); ``epochs`` and ``learning_rate`` may be one value or one
-    per layer.  Each dA uses its own ``corruption_level``.  ``callback(layer, result)`` follows
+    ``config`` defaults to the tutorial's SdA pre-training (``pretraining_epochs=15,
+    pretrain_lr=0.001, batch_size=1``), whatever the model (a deep autoencoder's own recipe is
+    :attr:`dae.config.DeepRunConfig.layer_pretraining`); ``epochs`` and ``learning_rate`` may be
+    one value or one per layer.  Each dA uses its own ``corruption_level``.  ``callback(layer, result)`` follows
     each epoch (layer is 1-based) and ``after_layer(layer)`` each layer, e.g. to save the model.
     ``state`` continues from where an earlier call stood (``state.layer``, ``state.epoch``);
     the layers below are taken as trained and their histories left empty.
