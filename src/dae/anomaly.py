@@ -27,7 +27,8 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .autoencoder import reconstruction_loss
 
 SCORES = ("squared-error", "cross-entropy")
 
@@ -85,8 +86,7 @@ def reconstruction_errors(model, x: torch.Tensor, score: str, per_feature: bool 
                 rows = rows.to(parameter.device, parameter.dtype)
                 wanted = wanted.to(parameter.device, parameter.dtype)
                 if score == "cross-entropy":
-                    e = F.binary_cross_entropy_with_logits(model.decode_logits(model.encode(rows)), wanted,
-                                                           reduction="none")
+                    e = reconstruction_loss(wanted, model.decode_logits(model.encode(rows)), score)
                 else:
                     e = (wanted - model.reconstruct(rows)).pow(2)
                 errors.append((e if per_feature else e.sum(dim=1)).cpu())

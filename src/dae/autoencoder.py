@@ -66,6 +66,16 @@ ACTIVATIONS = {
 }
 
 
+def reconstruction_loss(x: torch.Tensor, a: torch.Tensor, loss: str) -> torch.Tensor:
+    """Each feature's term of L(x, z), from the decoder's output pre-activation a: the
+    cross-entropy -[x log z + (1 - x) log(1 - z)] with z = s(a), computed from the logits
+    (log z = -softplus(-a), log(1 - z) = -softplus(a)) so that it stays finite where z rounds
+    to 0 or 1; or the squared error (a - x)^2 of a linear output z = a.  Summed over a row: L."""
+    if loss == "cross-entropy":
+        return F.binary_cross_entropy_with_logits(a, x, reduction="none")
+    return (a - x).pow(2)
+
+
 def init_range(n_in: int, n_out: int) -> float:
     """r of the tutorial's W ~ U(-r, r) for sigmoid units: 4 sqrt(6 / (n_in + n_out)), the
     interval of Glorot & Bengio (2010) for tanh, times 4 (tutorial: dA.__init__, HiddenLayer)."""
@@ -233,12 +243,7 @@ class DenoisingAutoencoder(nn.Module):
         return self._error(x, self.decode_logits(self.encode(x if x_input is None else x_input)))
 
     def _error(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """L(x, z) per row from the decoder logits a.  Cross-entropy is computed from the logits,
-        log z = -softplus(-a) and log(1 - z) = -softplus(a), so that it stays finite where z
-        rounds to 0 or 1."""
-        if self.loss_name == "cross-entropy":
-            return F.binary_cross_entropy_with_logits(a, x, reduction="none").sum(dim=1)
-        return (a - x).pow(2).sum(dim=1)
+        return reconstruction_loss(x, a, self.loss_name).sum(dim=1)
 
     @property
     def regularised(self) -> bool:

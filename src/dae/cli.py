@@ -424,7 +424,7 @@ def _check_nothing_but_resume(args: argparse.Namespace) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    model, x, device = _model_and_rows(args)
+    model, _, x, device = _model_and_data(args)
     if isinstance(model, LadderNetwork):
         layer = len(model.sizes) - 2 if args.layer is None else args.layer
         if layer > len(model.sizes) - 2:
@@ -470,13 +470,13 @@ def run_score(args: argparse.Namespace) -> int:
                "max": float(scores.max()), **{f"p{p}": float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q)}}
     table = scores
     if args.contamination is not None:  # the threshold comes from the reference rows: typical ones
-        if args.reference is None:
-            reference = scores if args.split == "train" else None
-            rows = data.train.x
-        else:
-            reference, rows = None, _load_for_model(args, args.reference, model, model.loss_name).train.x
-        if reference is None:
+        if args.reference is not None:
+            rows = _load_for_model(args, args.reference, model, model.loss_name).train.x
             reference = reconstruction_errors(model, rows, args.score).numpy()
+        elif args.split == "train":
+            reference = scores
+        else:
+            reference = reconstruction_errors(model, data.train.x, args.score).numpy()
         where = f"the training split of {args.reference or args.data}"
         try:
             threshold = threshold_from_contamination(reference, args.contamination)
@@ -502,14 +502,9 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_and_rows(args: argparse.Namespace):
-    """The model of --model (on --device), the rows of --data --split, checked against each other."""
-    model, _, x, device = _model_and_data(args)
-    return model, x, device
-
-
 def _model_and_data(args: argparse.Namespace):
-    """:func:`_model_and_rows`, and the data set (Dataset) of the rows."""
+    """The model of --model (on --device), the data set of --data and the rows of its --split,
+    checked against each other; --out checked as a new file."""
     device = init_world(args.device or "auto").device
     model = load_model(args.model).to(device)
     loss = model.loss_name if isinstance(model, (DenoisingAutoencoder, DeepAutoencoder)) else "cross-entropy"

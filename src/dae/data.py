@@ -1060,14 +1060,25 @@ def labelled_splits(data: Dataset, source: str, seed: int):
     return train, valid, test
 
 
+def reconstruction_splits(data: Dataset, seed: int) -> tuple[Split, Split | None, Split | None]:
+    """(train, valid, test) Splits for learning to reconstruct, labels kept where the data have
+    them: the data's own validation split, or else a sixth of the training rows drawn from
+    ``seed`` (the rule of :func:`labelled_splits`), or None if too few."""
+    if data.valid is not None:
+        return data.train, data.valid, data.test
+    train, valid = split_validation(*data.train, VALIDATION_FRACTION, seed)
+    return Split(*train), None if valid is None else Split(*valid), data.test
+
+
 def split_validation(x, y, fraction: float, seed: int):
-    """((x, y) to train on, (x, y) held out or None): a random ``fraction`` of the rows, from ``seed``."""
+    """((x, y) to train on, (x, y) held out or None): a random ``fraction`` of the rows, from
+    ``seed``; ``y`` may be None."""
     n_valid = int(len(x) * fraction)
     if n_valid < 1 or n_valid >= len(x):
         return (x, y), None
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     keep, held = order[n_valid:].sort().values, order[:n_valid].sort().values
-    return (x[keep], y[keep]), (x[held], y[held])
+    return (x[keep], None if y is None else y[keep]), (x[held], None if y is None else y[held])
 
 
 class SemiSupervised(NamedTuple):

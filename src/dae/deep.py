@@ -46,10 +46,9 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .autoencoder import DenoisingAutoencoder
+from .autoencoder import DenoisingAutoencoder, reconstruction_loss
 
 CODE_ACTIVATIONS = ("linear", "sigmoid")
 
@@ -236,10 +235,7 @@ class DeepAutoencoder(nn.Module):
     def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
         """The loss of each row (shape (n,)): the cross-entropy, from the logits so that it stays
         finite where z rounds to 0 or 1, or the squared error ||x - z||^2."""
-        a = self.decode_logits(self.encode(x))
-        if self.loss_name == "cross-entropy":
-            return F.binary_cross_entropy_with_logits(a, x, reduction="none").sum(dim=1)
-        return (a - x).pow(2).sum(dim=1)
+        return reconstruction_loss(x, self.decode_logits(self.encode(x)), self.loss_name).sum(dim=1)
 
     @property
     def regularised(self) -> bool:

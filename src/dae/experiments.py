@@ -21,10 +21,10 @@ import torch
 
 from .autoencoder import DenoisingAutoencoder
 from .batches import make_batches, steps_per_epoch
-from .config import (LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, VALIDATION_FRACTION,
-                     DeepRunConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge, to_dict)
+from .config import (LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, DeepRunConfig,
+                     LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge, to_dict)
 from .data import (UNLABELLED, DataError, Dataset, Split, hold_out_labelled, labelled_splits, load_data,
-                   semi_supervised_splits, split_validation)
+                   reconstruction_splits, semi_supervised_splits)
 from .deep import DeepAutoencoder, pca_fit
 from .distributed import SINGLE, World
 from .files import write_bytes
@@ -49,11 +49,7 @@ def run_train(config: TrainRunConfig | None = None, out=None, *, resume=None, wo
               say: Say = print, progress: bool = False) -> dict:
     """Train one dA as ``config`` says, into the run folder ``out`` (default ``runs/train-<time>``)."""
     world, say = world or SINGLE, say or _silent
-    checkpoint = None
-    if resume is not None:
-        run, checkpoint = RunFolder.resume(resume, world, DenoisingAutoencoder)
-        config = from_dict(TrainRunConfig, checkpoint.state["config"])  # the run's own settings
-    config = config or TrainRunConfig()
+    run, checkpoint, config = _run_and_config(config, resume, world, DenoisingAutoencoder, TrainRunConfig)
     data = load_train_data(config, world)
     x = data.train.x
     if checkpoint is None:
@@ -179,12 +175,9 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
     keeps the model after each pre-trained layer, with the generators' states, from which
     ``config.pretrained`` fine-tunes again."""
     world, say = world or SINGLE, say or _silent
-    checkpoint = None
-    if resume is not None:
-        run, checkpoint = RunFolder.resume(resume, world, StackedDenoisingAutoencoder)
-        config = from_dict(SdARunConfig, checkpoint.state["config"])
+    run, checkpoint, config = _run_and_config(config, resume, world, StackedDenoisingAutoencoder, SdARunConfig)
+    if checkpoint is not None:
         preset = checkpoint.state.get("preset")
-    config = config or SdARunConfig()
     data = load_data(config.data, loss="cross-entropy", image_size=config.image_size)
     labelled = None
     if _few_labels(config, data):
@@ -385,11 +378,7 @@ def run_ladder(config: LadderRunConfig | None = None, out=None, *, resume=None, 
     labels) into the run folder ``out``; ``labelled.json`` names the labels it read.  A checkpoint
     follows every ``checkpoint_every`` epochs, from which ``resume`` continues."""
     world, say = world or SINGLE, say or _silent
-    checkpoint = None
-    if resume is not None:
-        run, checkpoint = RunFolder.resume(resume, world, LadderNetwork)
-        config = from_dict(LadderRunConfig, checkpoint.state["config"])
-    config = config or LadderRunConfig()
+    run, checkpoint, config = _run_and_config(config, resume, world, LadderNetwork, LadderRunConfig)
     data = load_data(config.data, loss="cross-entropy", image_size=config.image_size)
     part = semi_supervised_splits(data, config.labels, config.label_seed, config.data)
     steps_per_epoch(len(part.x), config.training.batch_size, world, config.data)  # before any file is written
@@ -466,13 +455,9 @@ def run_deep(config: DeepRunConfig | None = None, out=None, *, resume=None, worl
     layer.  PCA with as many components as the code, fitted on the same training rows, is the
     baseline in the summary and in ``reconstructions.png``."""
     world, say = world or SINGLE, say or _silent
-    checkpoint = None
-    if resume is not None:
-        run, checkpoint = RunFolder.resume(resume, world, DeepAutoencoder)
-        config = from_dict(DeepRunConfig, checkpoint.state["config"])
-    config = config or DeepRunConfig()
+    run, checkpoint, config = _run_and_config(config, resume, world, DeepAutoencoder, DeepRunConfig)
     data = load_data(config.data, loss=config.model.loss, image_size=config.image_size)
-    train_split, valid, test = _reconstruction_splits(data, config.seed)
+    train_split, valid, test = reconstruction_splits(data, config.seed)
     x = train_split.x
     if config.pretrain:
         steps_per_epoch(len(x), config.pretraining.batch_size, world, config.data)  # before any file is written
@@ -504,22 +489,6 @@ def run_deep(config: DeepRunConfig | None = None, out=None, *, resume=None, worl
     except KeyboardInterrupt:
         run.write_interrupted("dae deep", epochs_done=len(run.metrics))
         raise
-
-
-def _reconstruction_splits(data: Dataset, seed: int) -> tuple[Split, Split | None, Split | None]:
-    """(train, valid, test), with their labels where the data have them: the data's own validation
-    split, or else a random sixth of the training rows drawn from ``seed`` (as for `dae sda`)."""
-    if data.valid is not None:
-        return data.train, data.valid, data.test
-    rows = torch.arange(len(data.train.x))
-    (kept, _), held = split_validation(rows, rows, VALIDATION_FRACTION, seed)
-    if held is None:
-        return data.train, None, data.test
-
-    def part(indices: torch.Tensor) -> Split:
-        return Split(data.train.x[indices], None if data.train.y is None else data.train.y[indices])
-
-    return part(kept), part(held[0]), data.test
 
 
 class _DeepRun(_PhasedRun):
@@ -590,6 +559,16 @@ class _DeepRun(_PhasedRun):
                         title="Fine-tuning the deep autoencoder")
         run.write_json("summary.json", summary)
         return summary
+
+
+def _run_and_config(config, resume, world: World, kind: type, config_class: type):
+    """(run folder, checkpoint, config): with ``resume``, the run folder, its last checkpoint and
+    the run's own settings (a resumed run goes on as it began); else (None, None, ``config`` or
+    ``config_class``'s defaults), the folder being made once the data are checked."""
+    if resume is None:
+        return None, None, config or config_class()
+    run, checkpoint = RunFolder.resume(resume, world, kind)
+    return run, checkpoint, from_dict(config_class, checkpoint.state["config"])
 
 
 def _continue_generator(path: Path, seed: int, world: World, generator: torch.Generator) -> None:
