@@ -396,10 +396,9 @@ class DeepRunConfig(_Checked):
     model: DeepConfig = field(default_factory=DeepConfig)
     # Pre-training: the SdA's default preset's (10 epochs per layer at 0.05, minibatches of 20).
     # Fine-tuning: Adam at its usual 0.001 (Kingma & Ba 2015), minibatches of 100, a cosine decay;
-    # a 30-epoch trial reached a validation squared error of 3.04 per image and was still falling,
-    # so the epochs are what fits the 30 minutes on 2 cores: 80 (about 20 minutes on one
-    # thread).  The validation error is the only one these were chosen on
-    # (benchmarks/deep_reconstruction.py prints it).
+    # a shorter trial was still improving on validation at its end, so the epochs are what fits
+    # the 30 minutes on 2 cores: 80 (22 to 27 minutes on one thread beside another run).
+    # Nothing was chosen on test data (benchmarks/deep_reconstruction.py prints the validation error).
     pretraining: TrainingConfig = field(default_factory=lambda: SDA_PRESETS["default"].pretraining)
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(  # fine-tuning
         epochs=80, learning_rate=1e-3, batch_size=100, optimizer="adam", schedule="cosine", shuffle=True))
