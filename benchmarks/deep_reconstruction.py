@@ -66,11 +66,11 @@ def main() -> None:
     out = Path(args.out)
     for name, changes in runs.items():
         folder = out / name
-        if _finished(folder) is not None:
+        if finished_summary(folder) is not None:
             continue
         config = merge(DeepRunConfig(), changes)
         run_deep(resume=folder) if (folder / "checkpoint.safetensors").exists() else run_deep(config, folder)
-    summaries = {p.name: _finished(p) for p in sorted(out.iterdir()) if _finished(p) is not None}
+    summaries = {p.name: finished_summary(p) for p in sorted(out.iterdir()) if finished_summary(p) is not None}
     print(f"\nSquared error per image (sum over the 784 pixels), MNIST; torch {torch.__version__}")
     print(f"{'run':<34}{'validation':>11}{'test':>8}{'PCA test':>10}{'minutes':>9}  threads")
     for name, s in summaries.items():
@@ -110,7 +110,7 @@ def main() -> None:
     print(f"wrote {out / 'deep_reconstruction.png'}")
 
 
-def _finished(folder: Path) -> dict | None:
+def finished_summary(folder: Path) -> dict | None:
     """The summary of a run that ended (not one interrupted, which is resumed), else None."""
     path = folder / "summary.json"
     summary = json.loads(path.read_text()) if path.is_file() else None

@@ -93,7 +93,7 @@ def test_cross_entropy_is_the_tutorials_loss_and_squared_error_that_of_the_recon
 def test_errors_do_not_depend_on_the_chunking_and_leave_the_model_as_it_was(da, monkeypatch):
     x = torch.rand(25, 12, generator=torch.Generator().manual_seed(4))
     whole = reconstruction_errors(da, x, "squared-error", per_feature=True)
-    monkeypatch.setattr(dae.anomaly, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(dae.anomaly, "EVAL_ROWS", 4)
     da.train()
     torch.testing.assert_close(reconstruction_errors(da, x, "squared-error", per_feature=True), whole)
     assert da.training and all(p.grad is None for p in da.parameters())

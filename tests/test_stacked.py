@@ -572,3 +572,29 @@ def test_dae_sda_user_mistakes_are_clean_errors(tmp_path, capsys, make, extra, p
     assert code == 2 and err.startswith("dae: error: ") and err.count("\n") == 1, err
     assert phrase in err
     assert not out.exists()
+
+
+def test_an_sda_run_stopped_inside_an_epoch_writes_strict_json_metrics(tmp_path, monkeypatch):
+    """The epoch cut short by patience (as in the test above) was never validated: its line says
+    so with null, as JSON has no NaN, and every line parses as strict JSON."""
+    from dae import run_sda
+
+    x, y = tiny_problem(150)
+    np.savez(tmp_path / "d.npz", x_train=x[:50].numpy(), y_train=y[:50].numpy(), x_valid=x[100:].numpy(),
+             y_valid=y[100:].numpy(), x_test=x[50:90].numpy(), y_test=y[50:90].numpy())
+    real_error_rate, scripted = train_module.error_rate, iter([0.5, 0.3, 0.31, 0.2, 0.2, 0.2])
+    monkeypatch.setattr(train_module, "error_rate", lambda model, xs, ys, world=None: next(scripted)
+                        if len(xs) == 50 else real_error_rate(model, xs, ys, world=world))
+    config = merge(SDA_PRESETS["default"], {"data": str(tmp_path / "d.npz"), "model": {"hidden_layer_sizes": [6]},
+                                            "pretraining": {"epochs": 1},
+                                            "finetuning": {"epochs": 50, "batch_size": 5, "patience_epochs": 2}})
+    summary = run_sda(config, tmp_path / "run", say=None)
+    assert summary["stopped_by"] == "patience" and summary["best_epoch"] == 2
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON")
+
+    lines = [json.loads(line, parse_constant=no_constants) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    finetuned = [m for m in lines if m["phase"] == "finetune"]
+    assert [m["complete"] for m in finetuned] == [True, True, True, False]
+    assert [m["valid_error"] for m in finetuned] == [0.5, 0.3, 0.31, None]

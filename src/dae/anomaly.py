@@ -29,15 +29,13 @@ import numpy as np
 import torch
 
 from .autoencoder import reconstruction_loss
+from .config import EVAL_ROWS
 
 SCORES = ("squared-error", "cross-entropy")
 
 # contamination="auto": a row is an outlier above Tukey's upper fence, Q3 + 1.5 (Q3 - Q1), of the
 # training errors (J. W. Tukey, Exploratory Data Analysis, 1977: the "outside" values of a box plot).
 TUKEY_FENCE = 1.5
-
-# Rows per chunk when computing errors: bounds the memory of one pass (4096 x 784 floats is 13 MB).
-CHUNK_ROWS = 4096
 
 
 def check_score(score) -> None:
@@ -63,7 +61,7 @@ def reconstruction_errors(model, x: torch.Tensor, score: str, per_feature: bool 
     with ``per_feature`` (the rows of which sum to the (n,) totals).
 
     ``model``: a dae autoencoder (``DenoisingAutoencoder``, ``DeepAutoencoder``).  The rows are
-    reconstructed from ``x`` without corruption, in chunks of :data:`CHUNK_ROWS`, without
+    reconstructed from ``x`` without corruption, in chunks of :data:`dae.config.EVAL_ROWS`, without
     gradients and in the model's eval mode, on the model's device and in its dtype; the result
     is on the CPU.  ``target`` (default: ``x``) is what the reconstruction is compared with.
     Raises ValueError for an unknown score, or for cross-entropy with a model whose decoder is
@@ -82,7 +80,7 @@ def reconstruction_errors(model, x: torch.Tensor, score: str, per_feature: bool 
     errors = []
     try:
         with torch.no_grad():
-            for rows, wanted in zip(x.split(CHUNK_ROWS), target.split(CHUNK_ROWS)):
+            for rows, wanted in zip(x.split(EVAL_ROWS), target.split(EVAL_ROWS)):
                 rows = rows.to(parameter.device, parameter.dtype)
                 wanted = wanted.to(parameter.device, parameter.dtype)
                 if score == "cross-entropy":

@@ -30,8 +30,8 @@ import torch
 from . import __version__
 from .anomaly import SCORES, check_contamination, reconstruction_errors, threshold_from_contamination
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
-from .config import (ANOMALY_SCORE, OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, DeepRunConfig, LadderRunConfig,
-                     TrainRunConfig, load_config_file, merge)
+from .config import (ANOMALY_SCORE, EVAL_ROWS, OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, DeepRunConfig,
+                     LadderRunConfig, TrainRunConfig, load_config_file, merge)
 from .deep import CODE_ACTIVATIONS, DeepAutoencoder
 from .corruption import NOISES
 from .data import DataError, is_image_folder, load_data
@@ -440,7 +440,7 @@ def run_encode(args: argparse.Namespace) -> int:
             raise UsageError(f"--layer {args.layer}: a DenoisingAutoencoder has one hidden layer")
         encode = model.encode
     with torch.no_grad():
-        features = torch.cat([encode(rows.to(device)).cpu() for rows in x.split(4096)]).numpy()
+        features = torch.cat([encode(rows.to(device)).cpu() for rows in x.split(EVAL_ROWS)]).numpy()
     _write_array(args.out, features)
     print(json.dumps({"out": args.out, "rows": features.shape[0], "features": features.shape[1]}))
     return 0

@@ -51,6 +51,10 @@ VALIDATION_FRACTION = 1 / 6
 # look at): a fifth, drawn balanced over the classes like the N.
 LABELLED_VALIDATION_FRACTION = 1 / 5
 
+# Rows per chunk of an evaluation pass (errors, codes, scores, statistics): bounds its memory
+# (4096 x 784 floats is 13 MB); training steps go by their own blocks (train.CHUNK_ROWS).
+EVAL_ROWS = 4096
+
 # A .npy file larger than this is streamed from disk in chunks rather than loaded (stream=None).
 STREAM_BYTES = 2**30
 

@@ -21,8 +21,8 @@ import torch
 
 from .autoencoder import DenoisingAutoencoder
 from .batches import make_batches, steps_per_epoch
-from .config import (LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS, DeepRunConfig,
-                     LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge, to_dict)
+from .config import (EVAL_ROWS, LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS,
+                     DeepRunConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge, to_dict)
 from .data import (UNLABELLED, DataError, Dataset, Split, hold_out_labelled, labelled_splits, load_data,
                    reconstruction_splits, semi_supervised_splits)
 from .deep import DeepAutoencoder, pca_fit
@@ -310,7 +310,7 @@ class _SdARun(_PhasedRun):
             if e.test_error is not None:
                 say(f"     epoch {e.epoch}, test error of best model {e.test_error:.2%}")
             run.log({"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss,
-                     "valid_error": None if valid is None else e.valid_error,
+                     "valid_error": None if valid is None or not e.complete else e.valid_error,
                      "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4),
                      "complete": e.complete})
             self.save("finetune", e.epoch, config.finetuning.epochs)
@@ -548,7 +548,7 @@ class _DeepRun(_PhasedRun):
                     rows[f"PCA, {k} components"] = pca.reconstruct(shown.to(pca.mean.device))
                 run.picture(save_compared_reconstructions, "reconstructions.png", shown, rows, self.data.image_shape)
                 if k == 2:
-                    codes = torch.cat([model.encode(rows.to(world.device)).cpu() for rows in source.x.split(4096)])
+                    codes = torch.cat([model.encode(rows.to(world.device)).cpu() for rows in source.x.split(EVAL_ROWS)])
                     which = "test" if source is test else "validation" if source is valid else "training"
                     run.picture(save_code_scatter, "codes.png", codes, source.y,
                                 title=f"The 2-D codes of {len(codes)} {which} examples of {self.data.name}")

@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import EVAL_ROWS
+
 # Batch normalisation's epsilon (torch's BatchNorm default; the reference code's 1e-10 is fragile
 # in float32) and the weight of each new batch in the running averages (its decay of 0.99).
 BN_EPS = 1e-5
@@ -211,7 +213,7 @@ class LadderNetwork(nn.Module):
         return supervised, denoising
 
     @torch.no_grad()
-    def set_population_statistics(self, x: torch.Tensor, chunk_rows: int = 4096) -> None:
+    def set_population_statistics(self, x: torch.Tensor, chunk_rows: int = EVAL_ROWS) -> None:
         """Set the running statistics, which inference normalises with, to the clean path's mean
         and (unbiased) variance over all the rows of ``x``, layer by layer: the population
         statistics of batch normalisation's inference (Ioffe & Szegedy 2015, algorithm 2).

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .autoencoder import DenoisingAutoencoder
 from .batches import Batches, StreamBatches, make_batches
-from .config import FinetuneConfig, TrainingConfig, learning_rate_at, merge
+from .config import EVAL_ROWS, FinetuneConfig, TrainingConfig, learning_rate_at, merge
 from .deep import DeepAutoencoder
 from .distributed import SINGLE, World
 from .stacked import StackedDenoisingAutoencoder
@@ -359,7 +359,7 @@ def error_rate(model: nn.Module, x, y, world: World | None = None) -> float:
     x, y = x[world.rank :: world.size], y[world.rank :: world.size]
     with torch.no_grad():
         wrong = sum(int((model.predict(xc.to(param.device)) != yc.to(param.device)).sum())
-                    for xc, yc in zip(x.split(4096), y.split(4096)))
+                    for xc, yc in zip(x.split(EVAL_ROWS), y.split(EVAL_ROWS)))
     wrong, n = world.sum(wrong, len(y))
     return wrong / n
 
@@ -529,7 +529,7 @@ def _mean_per_row(per_row: Callable[[torch.Tensor], torch.Tensor], model, x, wor
     x = _as_tensor(x, torch.float32 if param is None else param.dtype)[world.rank :: world.size]
     total = 0.0
     with torch.no_grad():
-        for rows in x.split(4096):
+        for rows in x.split(EVAL_ROWS):
             total += float(per_row(rows if param is None else rows.to(param.device)).sum(dtype=torch.float64))
     total, n = world.sum(total, len(x))
     return total / n if n else math.nan
