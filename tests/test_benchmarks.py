@@ -5,8 +5,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,7 +30,6 @@ def make_run(out: Path, name: str, valid: float, test: float, seconds: float = 6
 
 
 def test_sda_presets_chooses_on_validation_and_hides_the_test_error_of_the_rest(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("matplotlib")
     script = load_script("sda_presets", monkeypatch)
     # "wide" has the lower test error but the higher validation error: validation must choose "best".
     make_run(tmp_path, "best-seed1", valid=0.0100, test=0.0120)
