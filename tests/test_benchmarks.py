@@ -1,8 +1,10 @@
 """The benchmark scripts' own rules, on made-up run folders: benchmarks/sda_presets.py chooses
-the best preset by validation error alone and shows no test error of a candidate it did not choose."""
+the best preset by validation error alone and shows no test error of a candidate it did not choose;
+benchmarks/few_labels.py runs the recipes the README gives."""
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +47,25 @@ def test_sda_presets_chooses_on_validation_and_hides_the_test_error_of_the_rest(
     assert "0.97" not in text and "0.93" not in text and "0.95" not in text
     assert "default: validation 1.15, test 1.30" in text
     assert (tmp_path / "sda_presets.png").stat().st_size > 1000
+
+
+def test_the_few_label_recipes_are_the_command_lines_the_readme_gives(monkeypatch, tmp_path):
+    """few_labels.py's SdA with pseudo-labels is what the README tells a user to type, and it starts
+    from the sda run's pre-trained stack of the same draw only when that run finished."""
+    from dae.cli import SDA_OPTIONS, build_parser, config_from_args
+    from dae.config import SDA_PRESETS, merge
+
+    script = load_script("few_labels", monkeypatch)
+    readme = re.sub(r" +", " ", (ROOT / "README.md").read_text().replace("\\\n", " "))  # continued lines joined
+    command = ("sda --labels 1000 --pseudo-labels 3 --dropout 0.5 --finetune-corruption 0.2 "
+               "--finetune-epochs 40 --patience 40")
+    assert f"dae {command} #" in readme
+    typed = config_from_args(build_parser().parse_args(command.split()), SDA_OPTIONS, SDA_PRESETS["default"])
+    assert script.config_for("sda-pl", 1000, 0, tmp_path) == merge(typed, {"label_seed": 0})
+    assert script.config_for("mlp-pl", 1000, 0, tmp_path) == merge(typed, {"pretrain": False})
+    # A finished sda run of the draw lends its stack; an unfinished one does not.
+    (tmp_path / "sda-N1000-draw0" / "pretrained").mkdir(parents=True)
+    assert script.config_for("sda-pl", 1000, 0, tmp_path).pretrained is None
+    (tmp_path / "sda-N1000-draw0" / "summary.json").write_text("{}")
+    assert script.config_for("sda-pl", 1000, 0, tmp_path).pretrained == str(tmp_path / "sda-N1000-draw0" / "pretrained")
+    assert script.config_for("sda-pl", 1000, 1, tmp_path).pretrained is None

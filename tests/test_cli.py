@@ -316,7 +316,7 @@ SDA_HELP = {
     "--finetune-epochs": SDA.finetuning.epochs, "--finetune-lr": SDA.finetuning.learning_rate,
     "--batch-size": SDA.finetuning.batch_size, "--momentum": SDA.finetuning.momentum,
     "--schedule": SDA.finetuning.schedule, "--shuffle": SDA.finetuning.shuffle,
-    "--patience": SDA.finetuning.patience_epochs, "--seed": SDA.seed, "--no-pretrain": _switch(not SDA.pretrain),
+    "--patience": SDA.finetuning.patience_epochs, "--pseudo-labels": SDA.finetuning.pseudo_labels, "--seed": SDA.seed, "--no-pretrain": _switch(not SDA.pretrain),
     "--pretrained": SDA.pretrained, "--config": NOT_SHOWN, "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN,
     "--device": SDA.device, "--resume": NOT_SHOWN, "--labels": "all" if SDA.labels is None else SDA.labels,
     "--label-seed": SDA.label_seed,

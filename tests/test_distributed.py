@@ -47,6 +47,8 @@ RUNS = {  # name: (dae's arguments, the batch options for 2 and for 1 process)
     "noisy": (["train", "--data", "{digits}", "--hidden", "16", "--epochs", "3"], DA_BATCH),  # masking 0.3
     "stream": ([*DA, "--stream"], DA_BATCH),
     "sda": (SDA, SDA_BATCH),
+    "sda-pl": (["sda", "--data", "{blobs}", "--labels", "30", "--pseudo-labels", "3", "--hidden", "16,8",
+                "--pretrain-epochs", "2", "--pretrain-lr", "0.1", "--finetune-epochs", "20", "--patience", "20"], SDA_BATCH),
     "ladder": (["ladder", "--data", "{blobs}", "--labels", "30", "--hidden", "16,8", "--epochs", "6",
                 "--denoising-weights", "10,1,0.1,0.1"],  # 20 features, not 784 pixels: a lighter input cost
                {2: ["--batch-size", "10"], 1: ["--batch-size", "20"]}),
@@ -149,6 +151,15 @@ def test_a_two_process_sda_matches_one_process_with_twice_the_batch(two, one):
         assert y[key] == pytest.approx(x[key], rel=1e-4)
 
 
+def test_a_two_process_sda_with_pseudo_labels_shares_the_images_and_learns_as_one_process_does(two, one):
+    """Each process draws its own labelled minibatches, so the runs differ; both learn from 30 labels."""
+    a, b = summary(one / "sda-pl"), summary(two.folder / "sda-pl")
+    assert (a["world_size"], b["world_size"]) == (1, 2) and a["global_batch_size"] == b["global_batch_size"] == 20
+    assert a["labels"] == b["labels"] == 30 and a["n_train"] == b["n_train"] == 24
+    assert a["test_error"] <= 0.1 and b["test_error"] <= 0.1
+    assert [m["epoch"] for m in metrics(two.folder / "sda-pl") if m["phase"] == "finetune"] == list(range(1, 21))
+
+
 def test_a_two_process_ladder_shares_the_unlabelled_rows_and_learns_as_one_process_does(two, one):
     """Batch statistics are each process's own, so the runs differ; both learn the blobs from 30 labels."""
     a, b = summary(one / "ladder"), summary(two.folder / "ladder")
@@ -166,7 +177,8 @@ def test_only_rank_0_writes_and_prints(two, one):
         assert ours == sorted(str(p.relative_to(one / name)) for p in (one / name).rglob("*"))
     out = two.process.stdout
     assert out.count("Training epoch 1, cost") == 5  # exact, sparse, noisy, stream, part: once each
-    assert out.count("Pre-training layer 1, epoch 1,") == 1 and "Optimization complete" in out
+    assert out.count("Pre-training layer 1, epoch 1,") == 2  # sda, sda-pl: once each
+    assert out.count("Optimization complete") == 2
 
 
 def test_a_torchrun_run_resumes_bit_for_bit_with_as_many_processes(two, capsys):

@@ -72,7 +72,8 @@ def test_the_held_out_fifth_is_drawn_from_each_class_and_is_disjoint_from_the_re
 # --- no other label is read ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command, args", [("sda", SDA_ARGS), ("ladder", LADDER_ARGS)])
+@pytest.mark.parametrize("command, args", [("sda", SDA_ARGS), ("sda", [*SDA_ARGS, "--pseudo-labels", "3"]),
+                                           ("ladder", LADDER_ARGS)], ids=["sda", "sda-pseudo-labels", "ladder"])
 def test_no_label_outside_the_n_is_read(command, args, mnist, tmp_path):
     """Poisoned validation labels, and every training label outside the draw removed (-1), give
     the very same run: the labels read are exactly those labelled.json names."""
@@ -88,7 +89,7 @@ def test_no_label_outside_the_n_is_read(command, args, mnist, tmp_path):
     only_drawn = torch.full_like(y, UNLABELLED)
     only_drawn[record["indices"]] = y[record["indices"]]
     poisoned = _npz(tmp_path / "poisoned.npz", mnist, y_train=only_drawn, y_valid=poison)
-    if command == "sda":
+    if args is SDA_ARGS:
         assert main(["sda", "--data", str(_npz(tmp_path / "p2.npz", mnist, y_valid=poison)), *args,
                      "--out", str(tmp_path / "reads")]) == 2
     # The drawn labels given alone (the rest -1, with labels=all) and with poisoned validation labels.
@@ -207,6 +208,35 @@ def test_bad_options_are_one_line_errors(args, message, mnist, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("dae: error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_pseudo_labels_learn_from_every_image_and_need_unlabelled_ones(mnist, tmp_path, capsys):
+    data = _npz(tmp_path / "d.npz", mnist)
+    calls = []
+    real = dae.steps.PseudoLabelStep.__call__
+
+    def spy(self, block, generator):
+        calls.append((self.weight, len(block[0])))
+        return real(self, block, generator)
+
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dae.steps.PseudoLabelStep, "__call__", spy)
+        assert main(["sda", "--data", str(data), "--labels", "50", "--pseudo-labels", "3", *SDA_ARGS,
+                     "--out", str(out)]) == 0
+    # An epoch is a pass over the 1800 images (1500 training + 300 validation) in minibatches of 10;
+    # the weight is 0 in the first tenth of the 6 epochs, then rises to 3 (from 6/10 of them on).
+    assert sum(rows for _, rows in calls) == 6 * 1800
+    weights = sorted({w for w, _ in calls})
+    assert weights[0] == 0.0 and weights[-1] == 3.0 and len(weights) > 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["finetuning"]["pseudo_labels"] == 3.0 and summary["finetune_epochs_run"] == 6
+    # Without unlabelled images there is nothing to pseudo-label: one line, no folder.
+    out2 = tmp_path / "none"
+    assert main(["sda", "--data", str(data), "--pseudo-labels", "3", *SDA_ARGS, "--out", str(out2)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dae: error: ") and "pseudo-labels need unlabelled images" in err and err.count("\n") == 1
+    assert not out2.exists()
 
 
 def test_unlabelled_rows_need_labels_for_the_plain_sda_path_and_bad_markers_are_refused(mnist, tmp_path, capsys):

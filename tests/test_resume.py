@@ -206,6 +206,28 @@ def test_an_sda_run_stopped_in_either_phase_resumes_to_the_same_model(labelled, 
     assert _lines(whole_sda) == _lines(part)
 
 
+def test_an_sda_run_with_pseudo_labels_stopped_in_fine_tuning_resumes_to_the_same_model(labelled, tmp_path,
+                                                                                          monkeypatch):
+    """The pseudo-label weight follows the epoch, and the labelled minibatches the generator: both resume."""
+    args = ["sda", "--data", str(labelled), *SDA, "--labels", "40", "--pseudo-labels", "3"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert main([*args, "--out", str(whole)]) == 0
+    real_save = dae.runs.save_checkpoint
+
+    def save_then_stop(path, model, generator, state, optimizer_state=None, tensors=None):
+        real_save(path, model, generator, state, optimizer_state, tensors)
+        if state["metrics"][-1]["phase"] == "finetune" and state["metrics"][-1]["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dae.runs, "save_checkpoint", save_then_stop)
+    assert main([*args, "--out", str(part)]) == 130
+    monkeypatch.setattr(dae.runs, "save_checkpoint", real_save)
+    assert main(["sda", "--resume", str(part), "--quiet"]) == 0
+    assert _same_weights(load_model(whole), load_model(part))
+    assert _lines(whole) == _lines(part)
+    assert json.loads((whole / "summary.json").read_text())["finetune_epochs_run"] == 6
+
+
 def test_divergence_stops_the_run_and_leaves_the_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
     real_save = dae.runs.save_checkpoint
 

@@ -10,11 +10,12 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dae import StackedDenoisingAutoencoder, TrainState, TrainingDiverged, load_model, save_model
 from dae.cli import main
 from dae.config import SDA_PRESETS, ConfigError, FinetuneConfig, merge, to_dict
-from dae.steps import FinetuneStep
+from dae.steps import FinetuneStep, PseudoLabelStep
 from dae.train import Patience, error_rate, finetune, pretrain
 
 # The module, which monkeypatch reaches into (the name dae.train is the function).
@@ -383,6 +384,52 @@ def test_the_hand_written_finetuning_step_is_autograd_on_the_model_in_training_m
     assert torch.equal(g_step.get_state(), torch.Generator().manual_seed(5).get_state()) != regularised
 
 
+@pytest.mark.parametrize("weight", [0.0, 2.5], ids=["before the ramp", "pseudo-labels"])
+def test_the_pseudo_label_step_is_autograd_on_labelled_plus_weighted_pseudo_labelled_costs(weight):
+    """Lee (2013)'s cost: the labelled minibatch's mean NLL + alpha x the unlabelled one's mean NLL
+    of the class the noise-free network predicts; the labelled minibatch drawn afresh per step."""
+    x, y = tiny_problem(90)
+    x = x.double()
+    labelled, unlabelled = (x[:25], y[:25]), x[30:]  # 60 unlabelled rows: 2 blocks of 3 minibatches of 10
+    m = sda(12, 8, dtype=torch.float64, dropout=0.3, input_corruption=0.2)
+    with torch.no_grad():  # weights that predict several classes
+        m.classifier.W.normal_(0.0, 10.0, generator=torch.Generator().manual_seed(1))
+    reference = copy.deepcopy(m)
+    g_step, g_ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    step = PseudoLabelStep(m, labelled, 0.9, batch_size=10, block_steps=3)
+    step.set_learning_rate(0.3)
+    step.weight = weight
+    with torch.no_grad():
+        sums = [step((block,), g_step) for block in unlabelled.split(30)]
+
+    reference.train()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.3, momentum=0.9)
+    expected, pseudo_seen = [], []
+    for block in unlabelled.split(30):
+        total = 0.0
+        for xb in block.split(10):
+            pick = torch.randperm(25, generator=g_ref)[:10]
+            optimizer.zero_grad()
+            if weight:
+                with torch.no_grad():
+                    pseudo = reference.predict(xb)
+                pseudo_seen.append(pseudo)
+                logits = reference(torch.cat([labelled[0][pick], xb]), g_ref)
+                loss = F.cross_entropy(logits[:10], labelled[1][pick]) + weight * F.cross_entropy(logits[10:], pseudo)
+            else:
+                loss = F.cross_entropy(reference(labelled[0][pick], g_ref), labelled[1][pick])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(xb)
+        expected.append(total)
+    for (name, p), q in zip(m.named_parameters(), reference.parameters()):
+        assert torch.allclose(p, q, rtol=1e-10, atol=1e-12), name
+    assert np.allclose(sums, expected, rtol=1e-12)
+    assert torch.equal(g_step.get_state(), g_ref.get_state())
+    if weight:  # the pseudo-labels were not all one class (the cost would then be a constant push)
+        assert len(torch.cat(pseudo_seen).unique()) > 1
+
+
 def test_a_finetuning_step_with_momentum_keeps_its_velocity_as_torch_sgd_names_it():
     x, y = tiny_problem(20)
     m = sda(6)
@@ -492,6 +539,18 @@ def test_fine_tuning_rerun_from_pretrained_draws_what_the_original_run_drew(tmp_
     assert main(["sda", "--data", str(labelled), *SMALL, "--pretrained", str(tmp_path / "a" / "pretrained"),
                  "--seed", "1", "--out", str(tmp_path / "c")]) == 0
     assert finetuning("c") != finetuning("a")
+
+
+def test_fine_tuning_from_pretrained_takes_this_runs_dropout_and_input_masking(tmp_path, labelled):
+    """They act in fine-tuning only: a rerun with other values uses them, not the first run's."""
+    assert main(["sda", "--data", str(labelled), *SMALL, "--out", str(tmp_path / "a")]) == 0
+    saved = load_model(tmp_path / "a" / "pretrained").config
+    assert (saved.dropout, saved.input_corruption) == (SDA_PRESETS["default"].model.dropout,
+                                                       SDA_PRESETS["default"].model.input_corruption) != (0.5, 0.25)
+    assert main(["sda", "--data", str(labelled), *SMALL, "--pretrained", str(tmp_path / "a" / "pretrained"),
+                 "--dropout", "0.5", "--finetune-corruption", "0.25", "--out", str(tmp_path / "b")]) == 0
+    tuned = load_model(tmp_path / "b")
+    assert (tuned.config.dropout, tuned.config.input_corruption) == (0.5, 0.25)
 
 
 def test_the_tutorial_preset_is_the_tutorials_test_SdA_number_for_number():

@@ -182,6 +182,10 @@ SDA_OPTIONS = [
     ("--schedule", "finetuning.schedule", dict(choices=sorted(SCHEDULES), help="fine-tuning learning-rate schedule")),
     ("--shuffle", "finetuning.shuffle", dict(action=argparse.BooleanOptionalAction, help="shuffle every epoch")),
     ("--patience", "finetuning.patience_epochs", dict(type=positive_int, metavar="EPOCHS", help="initial patience")),
+    ("--pseudo-labels", "finetuning.pseudo_labels", dict(type=non_negative, metavar="ALPHA",
+                                                         help="weight of the pseudo-label cost on the unlabelled "
+                                                              "images in fine-tuning (Lee 2013: 3; 0: none); needs "
+                                                              "--labels or unlabelled rows")),
     ("--seed", "seed", dict(type=seed, help="seeds the initial weights, the noise and the validation split")),
     ("--no-pretrain", "pretrain", dict(action="store_const", const=False,
                                        help="the baseline: the same network and recipe from random weights")),

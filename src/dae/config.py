@@ -75,6 +75,18 @@ def learning_rate_at(config, epoch: int) -> float:
     return config.learning_rate * SCHEDULES[config.schedule]((epoch - 1) / config.epochs)
 
 
+# Pseudo-labels (Lee 2013, eq. 16): the weight of the unlabelled cost is 0 up to T1, rises linearly
+# to alpha_f at T2, then stays.  Lee's T1 = 100 and T2 = 600 epochs (of far longer runs than ours)
+# are here fractions of the fine-tuning run: it starts at a tenth of it, full weight from six tenths.
+PSEUDO_LABEL_RAMP = (0.1, 0.6)
+
+
+def pseudo_label_weight(config, epoch: int) -> float:
+    """alpha(t) of ``epoch`` (1-based): the weight of the pseudo-label cost (Lee 2013, eq. 16)."""
+    t, (t1, t2) = (epoch - 1) / config.epochs, PSEUDO_LABEL_RAMP
+    return config.pseudo_labels * min(1.0, max(0.0, (t - t1) / (t2 - t1)))
+
+
 def default_denoising_weights(n_hidden: int) -> tuple[float, ...]:
     """A ladder's lambda_l for the input, each of ``n_hidden`` hidden layers and the top: Rasmus
     et al. (2015)'s values for MNIST with few labels, 1000 and 10, then 0.1 for every layer above."""
@@ -246,9 +258,13 @@ class FinetuneConfig(_Checked):
     patience_epochs: int = 10  # tutorial: patience = 10 * n_train_batches
     improvement_threshold: float = 0.995  # tutorial: a relative improvement of 0.5% is significant
     patience_increase: float = 2.0  # tutorial: patience = max(patience, iter * 2)
+    # alpha_f, the weight of the pseudo-label cost on unlabelled rows (Lee 2013: 3); 0: none, the
+    # tutorial's.  With it an epoch is a pass over the unlabelled rows (see dae.steps.PseudoLabelStep).
+    pseudo_labels: float = 0.0
 
     def check(self) -> None:
         _require(_is_int(self.epochs) and self.epochs >= 1, "epochs must be a positive integer")
+        _require(_finite(self.pseudo_labels) and self.pseudo_labels >= 0, "pseudo_labels must be 0 or more")
         _require(_finite(self.learning_rate) and self.learning_rate > 0, "learning_rate must be positive")
         _require(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be a positive integer")
         _require(_in(self.momentum, 0, 1), "momentum must be in [0, 1)")

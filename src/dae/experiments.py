@@ -191,6 +191,9 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
             config = merge(config, {"finetuning": {"batch_size": max(1, len(x) // world.size)}})
             say(f"fine-tuning minibatches of {config.finetuning.batch_size}: the {len(x)} labels kept")
     else:
+        if config.finetuning.pseudo_labels:
+            raise DataError("pseudo-labels need unlabelled images: give --labels N, or data whose y_train marks "
+                            f"unlabelled rows with {UNLABELLED}")
         (x, y), valid, test = labelled_splits(data, config.data, config.seed)
         x_pretrain, n_classes = x, int(y.max()) + 1
         for name, part in (("validation", valid), ("test", test)):
@@ -208,6 +211,8 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
         phase, state = ("pretrain" if config.pretrain and config.pretrained is None else "finetune"), TrainState()
         if config.pretrained is not None:
             model = load_model(config.pretrained, kind=StackedDenoisingAutoencoder)
+            # Dropout and input masking act in fine-tuning only: this run's settings, not those saved.
+            model.dropout.p, model.input_corruption = config.model.dropout, config.model.input_corruption
             _continue_generator(Path(config.pretrained) / GENERATORS, config.seed, world, generator)
         else:
             model = StackedDenoisingAutoencoder.from_config(x.shape[1], n_classes, config.model, generator=init)
@@ -231,7 +236,8 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
                 run.write_json(LABELLED_FILE, labelled)
             if phase == "pretrain":
                 sda.pretrain(x_pretrain, config.pretraining)
-            return sda.finetune((x, y), valid, test, labelled)
+            return sda.finetune((x, y), valid, test, labelled,
+                                x_pretrain if config.finetuning.pseudo_labels else None)
     except KeyboardInterrupt:
         run.write_interrupted("dae sda", epochs_done=len(run.metrics))
         raise
@@ -300,7 +306,7 @@ class _PhasedRun:
 class _SdARun(_PhasedRun):
     """The two phases of one `dae sda` run."""
 
-    def finetune(self, train_set, valid, test, labelled: dict | None) -> dict:
+    def finetune(self, train_set, valid, test, labelled: dict | None, unlabelled=None) -> dict:
         config, run, say, model = self.config, self.run, self.say, self.model
         self.picture_pretraining()
 
@@ -317,7 +323,8 @@ class _SdARun(_PhasedRun):
 
         self.since = time.perf_counter()
         result = finetune(model, train_set, valid, test, config.finetuning, generator=self.generator, callback=report,
-                          progress=self.progress, state=self.state, order_seed=config.seed, world=self.world)
+                          progress=self.progress, state=self.state, order_seed=config.seed, world=self.world,
+                          unlabelled=unlabelled)
         self.tick("finetune")
         test_text = "" if result.test_error is None else f" with test performance {result.test_error:.2%}"
         valid_text = "" if valid is None else f" with best validation score of {result.best_valid_error:.2%},"

@@ -403,6 +403,10 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     input_corruption : float, default=0.1
     validation_fraction : float, default=1/6 (MNIST's 10,000 of 60,000), drawn at random (of
         the labelled rows, balanced over the classes, where some rows are unlabelled)
+    pseudo_labels : float, default=0.0
+        With unlabelled rows: the weight alpha_f of the pseudo-label cost on every row while
+        fine-tuning (Lee 2013: 3; :class:`dae.steps.PseudoLabelStep`); an epoch is then a pass
+        over all rows.  0: fine-tune on the labelled rows alone.
     random_state : int, RandomState instance or None, default=None
     device : str, default="auto"
         Where to train and predict: "auto" (a GPU if there is one), "cpu", "cuda" or "cuda:N".
@@ -434,7 +438,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
                  learning_rate=SDA.finetuning.learning_rate, batch_size=SDA.finetuning.batch_size,
                  momentum=SDA.finetuning.momentum, schedule=SDA.finetuning.schedule, dropout=SDA.model.dropout,
                  input_corruption=SDA.model.input_corruption, validation_fraction=VALIDATION_FRACTION,
-                 random_state=None, device=SDA.device):
+                 pseudo_labels=SDA.finetuning.pseudo_labels, random_state=None, device=SDA.device):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.corruption_levels = corruption_levels
         self.pretrain_epochs = pretrain_epochs
@@ -448,6 +452,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         self.dropout = dropout
         self.input_corruption = input_corruption
         self.validation_fraction = validation_fraction
+        self.pseudo_labels = pseudo_labels
         self.random_state = random_state
         self.device = device
 
@@ -462,7 +467,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
                                            "batch_size": min(self.pretrain_batch_size, n_pretrain)},
                            "finetuning": {"epochs": self.finetune_epochs, "learning_rate": self.learning_rate,
                                           "batch_size": min(self.batch_size, n_finetune), "momentum": self.momentum,
-                                          "schedule": self.schedule}})
+                                          "schedule": self.schedule, "pseudo_labels": self.pseudo_labels}})
 
     def fit(self, X, y):
         """Pre-train on X, then fine-tune on the labelled rows of (X, y); -1 in y marks an unlabelled row."""
@@ -482,13 +487,16 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
             (xt, yt), valid = split_validation(x, labels, self.validation_fraction, seed)
             x_pretrain = xt
         config = self._config(len(x_pretrain), len(xt))
+        if config.finetuning.pseudo_labels and x_pretrain is xt:
+            raise ValueError(f"pseudo_labels needs unlabelled rows: mark them with {UNLABELLED} in y")
         device = resolve_device(config.device)
         g = torch.Generator().manual_seed(seed)
         self.model_ = StackedDenoisingAutoencoder.from_config(X.shape[1], len(self.classes_), config.model,
                                                               generator=g).to(device)
         g = _noise_generator(g, seed, device)
         pretrain(self.model_, x_pretrain, config.pretraining, generator=g)
-        self.result_ = finetune(self.model_, (xt, yt), valid, None, config.finetuning, generator=g)
+        self.result_ = finetune(self.model_, (xt, yt), valid, None, config.finetuning, generator=g,
+                                unlabelled=x_pretrain if config.finetuning.pseudo_labels else None)
         return self
 
     def predict_proba(self, X):

@@ -5,7 +5,8 @@
   variants the hand-written step does not cover (momentum, Adam, weight decay, a schedule, the
   sparsity and contractive penalties), and for fine-tuning a deep autoencoder;
 * :class:`FinetuneStep`: SGD with optional momentum on the whole stack's negative
-  log-likelihood, written out by hand;
+  log-likelihood, written out by hand; :class:`PseudoLabelStep`, the same on labelled and
+  pseudo-labelled rows;
 * :class:`LadderStep`: autograd and torch.optim on a ladder network's supervised and
   denoising costs.
 
@@ -292,15 +293,16 @@ class FinetuneStep:
     """
 
     def __init__(self, model: StackedDenoisingAutoencoder, momentum: float, batch_size: int, block_steps: int,
-                 world: World = SINGLE) -> None:
+                 world: World = SINGLE, max_rows: int | None = None) -> None:
         self.model, self.B, self.block_steps, self.momentum = model, batch_size, block_steps, momentum
         self.weights = [(layer.W, layer.b) for layer in model.hidden] + [(model.classifier.W, model.classifier.b)]
         self.velocity = [(torch.zeros_like(W), torch.zeros_like(b)) for W, b in self.weights] if momentum else None
         # The gradients go into the velocity (with momentum) or straight into the weights.
         targets = self.velocity or self.weights
         self.updates = Updates(world, [t for pair in targets for t in pair])
-        self.rows = torch.arange(batch_size, device=model.classifier.W.device)
-        self.ones = torch.ones(batch_size, device=model.classifier.W.device, dtype=model.classifier.W.dtype)
+        rows, W = max_rows or batch_size, model.classifier.W  # max_rows: the most rows of one step
+        self.rows = torch.arange(rows, device=W.device)
+        self.ones = torch.ones(rows, device=W.device, dtype=W.dtype)
         self.lr = 0.0
 
     def set_learning_rate(self, lr: float) -> None:
@@ -322,10 +324,13 @@ class FinetuneStep:
 
     def __call__(self, block: tuple[torch.Tensor, ...], generator: torch.Generator) -> float:
         x, y = block
-        return sum(self._step(xb, yb, generator) for xb, yb in zip(x.split(self.B), y.split(self.B)))
+        return sum(float(self._step(xb, yb, generator).sum()) for xb, yb in zip(x.split(self.B), y.split(self.B)))
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> float:
-        model, B = self.model, self.B
+    def _step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+              row_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """One update on the rows (x, y); each row's NLL before it.  The cost minimised is the
+        mean NLL, or the sum of the NLLs weighted by ``row_weights``."""
+        model, n = self.model, len(x)
         if model.input_corruption:
             x = mask(x, model.input_corruption, generator)
         inputs, outputs, masks, h = [x], [], [], x
@@ -339,11 +344,14 @@ class FinetuneStep:
             inputs.append(h)
         W, b = self.weights[-1]
         log_p = torch.log_softmax(torch.addmm(b, h, W), dim=1)
-        rows = self.rows
-        loss = -float(log_p[rows, y].sum())
+        rows, ones = self.rows[:n], self.ones[:n]
+        nll = -log_p[rows, y]
         d = log_p.exp_()
         d[rows, y] -= 1.0
-        d.div_(B)
+        if row_weights is None:
+            d.div_(n)
+        else:
+            d.mul_(row_weights[:, None])
         deltas = [d]
         for k in range(len(self.weights) - 1, 0, -1):  # back through the (dropped-out) sigmoid layers
             g = d @ self.weights[k][0].t()
@@ -356,14 +364,52 @@ class FinetuneStep:
         if self.velocity is None:
             for (W, b), h, d in zip(self.weights, inputs, deltas):
                 updates.addmm_(W, h.t(), d, alpha=-lr)
-                updates.addmv_(b, d.t(), self.ones, alpha=-lr)
+                updates.addmv_(b, d.t(), ones, alpha=-lr)
             updates.flush()
         else:
             for (vW, vb), h, d in zip(self.velocity, inputs, deltas):
                 updates.addmm_(vW, h.t(), d, alpha=1.0, beta=self.momentum)
-                updates.addmv_(vb, d.t(), self.ones, alpha=1.0, beta=self.momentum)
+                updates.addmv_(vb, d.t(), ones, alpha=1.0, beta=self.momentum)
             updates.flush()
             for (W, b), (vW, vb) in zip(self.weights, self.velocity):
                 W.add_(vW, alpha=-lr)
                 b.add_(vb, alpha=-lr)
-        return loss
+        return nll
+
+
+class PseudoLabelStep(FinetuneStep):
+    """Fine-tuning on labelled and unlabelled rows at once, with pseudo-labels [Lee13].
+
+    The block's rows are unlabelled; with each minibatch of B of them goes a minibatch of
+    min(B, n) of the n labelled examples, drawn afresh (as :class:`LadderStep` does).  The cost
+    of the step is the labelled rows' mean NLL plus ``weight`` (alpha(t), set each epoch by
+    :func:`dae.config.pseudo_label_weight`) times the unlabelled rows' mean NLL of their
+    pseudo-labels.  A pseudo-label is the class the network predicts without its noise (no
+    dropout, no input masking), taken as if it were true; [Lee13] takes the prediction of the
+    noisy forward pass itself, which did worse on held-out labels here (benchmarks/few_labels.py).
+    While the weight is 0 only the labelled minibatch is trained on.
+
+    [Lee13] D.-H. Lee. Pseudo-Label: the simple and efficient semi-supervised learning method for
+        deep neural networks. ICML 2013 workshop on challenges in representation learning.
+    """
+
+    def __init__(self, model: StackedDenoisingAutoencoder, labelled: tuple[torch.Tensor, torch.Tensor],
+                 momentum: float, batch_size: int, block_steps: int, world: World = SINGLE) -> None:
+        super().__init__(model, momentum, batch_size, block_steps, world, max_rows=2 * batch_size)
+        self.x_labelled, self.y_labelled = labelled
+        self.weight = 0.0
+
+    def __call__(self, block: tuple[torch.Tensor, ...], generator: torch.Generator) -> float:
+        n, total = len(self.y_labelled), 0.0
+        for xb in block[0].split(self.B):
+            pick = torch.randperm(n, generator=generator, device=generator.device)[: self.B]
+            x, y, k = self.x_labelled[pick], self.y_labelled[pick], len(pick)
+            if self.weight == 0:
+                total += float(self._step(x, y, generator).mean()) * len(xb)
+                continue
+            pseudo = self.model.predict(xb)
+            row_weights = torch.full((k + len(xb),), self.weight / len(xb), dtype=xb.dtype, device=xb.device)
+            row_weights[:k] = 1.0 / k
+            nll = self._step(torch.cat([x, xb]), torch.cat([y, pseudo]), generator, row_weights)
+            total += (float(nll[:k].mean()) + self.weight * float(nll[k:].mean())) * len(xb)
+        return total

@@ -31,11 +31,11 @@ from tqdm.auto import tqdm
 
 from .autoencoder import DenoisingAutoencoder
 from .batches import Batches, StreamBatches, make_batches
-from .config import EVAL_ROWS, FinetuneConfig, TrainingConfig, learning_rate_at, merge
+from .config import EVAL_ROWS, FinetuneConfig, TrainingConfig, learning_rate_at, merge, pseudo_label_weight
 from .deep import DeepAutoencoder
 from .distributed import SINGLE, World
 from .stacked import StackedDenoisingAutoencoder
-from .steps import AutogradStep, DAStep, FinetuneStep, LadderStep
+from .steps import AutogradStep, DAStep, FinetuneStep, LadderStep, PseudoLabelStep
 
 # Rows handled per block of bulk work: big enough that the vectorised passes are cheap per
 # element, small enough that the block's buffers (about 3 x 2048 x 784 floats) stay in cache.
@@ -368,7 +368,7 @@ def finetune(model: StackedDenoisingAutoencoder, train_set, valid_set=None, test
              config: FinetuneConfig | None = None, *, generator: int | torch.Generator | None = None,
              callback: Callable[[FinetuneEpoch], None] | None = None, progress: bool = False,
              state: TrainState | None = None, order_seed: int = 0, world: World | None = None,
-             **settings) -> FinetuneResult:
+             unlabelled=None, **settings) -> FinetuneResult:
     """Fine-tune the whole stack by minibatch SGD on the negative log-likelihood of the labels.
 
     ``config`` (:class:`dae.config.FinetuneConfig`, or its settings as keywords) defaults to the
@@ -379,6 +379,10 @@ def finetune(model: StackedDenoisingAutoencoder, train_set, valid_set=None, test
     before :class:`TrainingDiverged` is raised).  Without a ``valid_set`` all epochs run and the
     final model is kept.  Labels must be integers 0..n_classes-1.  ``state``, ``world``: as for
     :func:`train`.
+
+    With ``config.pseudo_labels`` > 0, ``unlabelled`` rows (x only) are learnt from too, by
+    pseudo-labels (:class:`dae.steps.PseudoLabelStep`): an epoch is then a pass over them, each
+    minibatch of them with one of the labelled rows, and patience is counted in those minibatches.
     """
     config = merge(config or FinetuneConfig(), settings)
     world = world or SINGLE
@@ -387,16 +391,32 @@ def finetune(model: StackedDenoisingAutoencoder, train_set, valid_set=None, test
     for name, pair in sets.items():
         if pair is not None:
             _check_labels(pair, model, name)
-    batches = make_batches(train_set[0], train_set[1], batch_size=config.batch_size, world=world,
-                           device=classifier.device, dtype=classifier.dtype)
+    block_steps = max(1, CHUNK_ROWS // config.batch_size)
+    if config.pseudo_labels:
+        if unlabelled is None:
+            raise ValueError("pseudo_labels needs unlabelled rows to learn from (unlabelled=x)")
+        batches = make_batches(unlabelled, None, batch_size=config.batch_size, world=world,
+                               device=classifier.device, dtype=classifier.dtype)
+        labelled = tuple(_as_tensor(t, d).to(classifier.device) for t, d in zip(train_set, (classifier.dtype, torch.int64)))
+        if labelled[0].shape[1:] != (model.n_visible,):
+            raise ValueError(f"x must have shape (n, {model.n_visible}), got {tuple(labelled[0].shape)}")
+        step = PseudoLabelStep(model, labelled, config.momentum, config.batch_size, block_steps, world)
+    else:
+        batches = make_batches(train_set[0], train_set[1], batch_size=config.batch_size, world=world,
+                               device=classifier.device, dtype=classifier.dtype)
+        step = FinetuneStep(model, config.momentum, config.batch_size, block_steps, world)
     if batches.n_cols != model.n_visible:
         raise ValueError(f"x must have shape (n, {model.n_visible}), got ({batches.n_rows}, {batches.n_cols})")
     generator = as_generator(generator, classifier.device)
     state = state if state is not None else TrainState()
     state.reference_cost = math.log(model.n_classes)  # the zero-initialised softmax's NLL, ln K
     world.broadcast_(model.parameters())
-    step = FinetuneStep(model, config.momentum, config.batch_size, max(1, CHUNK_ROWS // config.batch_size), world)
     step.load_state_dict(state.optimizer)
+
+    def schedule(epoch: int) -> float:
+        if config.pseudo_labels:
+            step.weight = pseudo_label_weight(config, epoch)  # alpha(t) of the pseudo-label cost
+        return learning_rate_at(config, epoch)
     patience = Patience(batches.steps, config, state.patience, state.best_valid_error)
 
     def finish_epoch(epoch: int, cost: float, lr: float, seconds: float, complete: bool) -> FinetuneEpoch:
@@ -422,7 +442,7 @@ def finetune(model: StackedDenoisingAutoencoder, train_set, valid_set=None, test
         return FinetuneEpoch(epoch, cost, valid_error, this_test, lr, seconds, complete)
 
     try:
-        run_epochs(step, batches, epochs=config.epochs, learning_rate=lambda e: learning_rate_at(config, e),
+        run_epochs(step, batches, epochs=config.epochs, learning_rate=schedule,
                    shuffle=config.shuffle, generator=generator, state=state, finish_epoch=finish_epoch,
                    order_seed=order_seed, world=world, progress=progress, callback=callback,
                    steps_allowed=None if valid_set is None else patience.steps_allowed)
