@@ -1,6 +1,6 @@
 """Few labels: MNIST test error with N labels, every other training image unlabelled.
 
-Three methods on the same draws of the N labels (balanced over the classes, from ``--label-seed``
+Five methods on the same draws of the N labels (balanced over the classes, from ``--label-seed``
 0, 1, 2, ...), side by side with the published rows:
 
 * ``mlp``: the SdA's network (784-1000-1000-1000-10) fine-tuned on the N labels alone, from

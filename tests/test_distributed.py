@@ -48,7 +48,8 @@ RUNS = {  # name: (dae's arguments, the batch options for 2 and for 1 process)
     "stream": ([*DA, "--stream"], DA_BATCH),
     "sda": (SDA, SDA_BATCH),
     "sda-pl": (["sda", "--data", "{blobs}", "--labels", "30", "--pseudo-labels", "3", "--hidden", "16,8",
-                "--pretrain-epochs", "2", "--pretrain-lr", "0.1", "--finetune-epochs", "20", "--patience", "20"], SDA_BATCH),
+                "--pretrain-epochs", "2", "--pretrain-lr", "0.1", "--finetune-epochs", "20", "--patience", "20"],
+               SDA_BATCH),
     "ladder": (["ladder", "--data", "{blobs}", "--labels", "30", "--hidden", "16,8", "--epochs", "6",
                 "--denoising-weights", "10,1,0.1,0.1"],  # 20 features, not 784 pixels: a lighter input cost
                {2: ["--batch-size", "10"], 1: ["--batch-size", "20"]}),

@@ -386,7 +386,8 @@ class PseudoLabelStep(FinetuneStep):
     :func:`dae.config.pseudo_label_weight`) times the unlabelled rows' mean NLL of their
     pseudo-labels.  A pseudo-label is the class the network predicts without its noise (no
     dropout, no input masking), taken as if it were true; [Lee13] takes the prediction of the
-    noisy forward pass itself, which did worse on held-out labels here (benchmarks/few_labels.py).
+    noisy forward pass itself, which did worse on held-out labels here
+    (benchmarks/pseudo_label_trials.py; the README's *Few labels*).
     While the weight is 0 only the labelled minibatch is trained on.
 
     [Lee13] D.-H. Lee. Pseudo-Label: the simple and efficient semi-supervised learning method for

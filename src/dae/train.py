@@ -397,7 +397,8 @@ def finetune(model: StackedDenoisingAutoencoder, train_set, valid_set=None, test
             raise ValueError("pseudo_labels needs unlabelled rows to learn from (unlabelled=x)")
         batches = make_batches(unlabelled, None, batch_size=config.batch_size, world=world,
                                device=classifier.device, dtype=classifier.dtype)
-        labelled = tuple(_as_tensor(t, d).to(classifier.device) for t, d in zip(train_set, (classifier.dtype, torch.int64)))
+        labelled = (_as_tensor(train_set[0], classifier.dtype).to(classifier.device),
+                    _as_tensor(train_set[1], torch.int64).to(classifier.device))
         if labelled[0].shape[1:] != (model.n_visible,):
             raise ValueError(f"x must have shape (n, {model.n_visible}), got {tuple(labelled[0].shape)}")
         step = PseudoLabelStep(model, labelled, config.momentum, config.batch_size, block_steps, world)
