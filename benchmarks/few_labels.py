@@ -65,7 +65,7 @@ PUBLISHED = {
 FEW_LABEL_FINETUNING = {"finetuning": {"epochs": 1000, "schedule": "constant", "patience_epochs": 100}}
 # Fine-tuning with pseudo-labels (Lee 2013's alpha_f = 3): an epoch is a pass over all 60,000
 # images, so 40 epochs take about 20 minutes on one thread of this machine, the pre-training 10:
-# half the hour the issue allows, the other half for slower CPUs.  Dropout 0.5 (Lee's) and 20%
+# half the hour the issue allows, the other half for slower CPUs.  Dropout 0.5 and 20%
 # input masking, as the pseudo-labels come from the network without its noise; chosen over the
 # default preset's regularisation and over Lee's own pseudo-labels (those of the noisy pass) by
 # the held-out fifth of the labels of draw 0, in 24-epoch trials (see the README).  A cosine
