@@ -222,15 +222,19 @@ def test_pseudo_labels_learn_from_every_image_and_need_unlabelled_ones(mnist, tm
     out = tmp_path / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(dae.steps.PseudoLabelStep, "__call__", spy)
-        assert main(["sda", "--data", str(data), "--labels", "50", "--pseudo-labels", "3", *SDA_ARGS,
+        assert main(["sda", "--data", str(data), "--labels", "50", "--pseudo-labels", "3", *SDA_ARGS[:-1],
                      "--out", str(out)]) == 0
+    assert ("pseudo-labels of all 1800 images (Lee 2013), an epoch a pass over them; their weight: 0 up to "
+            "epoch 1, rising to 3 at epoch 5") in capsys.readouterr().out
     # An epoch is a pass over the 1800 images (1500 training + 300 validation) in minibatches of 10;
     # the weight is 0 in the first tenth of the 6 epochs, then rises to 3 (from 6/10 of them on).
     assert sum(rows for _, rows in calls) == 6 * 1800
-    weights = sorted({w for w, _ in calls})
-    assert weights[0] == 0.0 and weights[-1] == 3.0 and len(weights) > 2
+    ramp = [0, 0.4, 1.4, 2.4, 3, 3]  # alpha(t) of epochs 1..6: dae.config.pseudo_label_weight
+    assert sorted({w for w, _ in calls}) == pytest.approx(sorted(set(ramp)))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["finetuning"]["pseudo_labels"] == 3.0 and summary["finetune_epochs_run"] == 6
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["pseudo_label_weight"] for m in logged if m["phase"] == "finetune"] == pytest.approx(ramp)
     # Without unlabelled images there is nothing to pseudo-label: one line, no folder.
     out2 = tmp_path / "none"
     assert main(["sda", "--data", str(data), "--pseudo-labels", "3", *SDA_ARGS, "--out", str(out2)]) == 2

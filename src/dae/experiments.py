@@ -22,7 +22,8 @@ import torch
 from .autoencoder import DenoisingAutoencoder
 from .batches import make_batches, steps_per_epoch
 from .config import (EVAL_ROWS, LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS,
-                     DeepRunConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge, to_dict)
+                     DeepRunConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge,
+                     pseudo_label_weight, to_dict)
 from .data import (UNLABELLED, DataError, Dataset, Split, hold_out_labelled, labelled_splits, load_data,
                    reconstruction_splits, semi_supervised_splits)
 from .deep import DeepAutoencoder, pca_fit
@@ -315,11 +316,27 @@ class _SdARun(_PhasedRun):
                 say(f"epoch {e.epoch}, validation error {e.valid_error:.2%}")
             if e.test_error is not None:
                 say(f"     epoch {e.epoch}, test error of best model {e.test_error:.2%}")
-            run.log({"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss,
-                     "valid_error": None if valid is None or not e.complete else e.valid_error,
-                     "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4),
-                     "complete": e.complete})
+            record = {"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss,
+                      "valid_error": None if valid is None or not e.complete else e.valid_error,
+                      "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4),
+                      "complete": e.complete}
+            if unlabelled is not None:  # train_loss is then the labelled NLL + this weight x the pseudo-labels'
+                record["pseudo_label_weight"] = pseudo_label_weight(config.finetuning, e.epoch)
+            run.log(record)
             self.save("finetune", e.epoch, config.finetuning.epochs)
+
+        if unlabelled is not None:
+            f = config.finetuning
+            weights = [pseudo_label_weight(f, e) for e in range(1, f.epochs + 1)]
+            start = next((e for e, w in enumerate(weights, 1) if w > 0), None)
+            full = next((e for e, w in enumerate(weights, 1) if w == f.pseudo_labels), None)
+            if start is None:
+                when = "0 throughout: too few epochs for its ramp"
+            else:
+                top = f"{f.pseudo_labels:g} at epoch {full}" if full else f"{weights[-1]:.3g} by the last epoch"
+                when = f"0 up to epoch {start - 1}, rising to {top}"
+            say(f"fine-tuning with pseudo-labels of all {_rows(unlabelled)} images (Lee 2013), an epoch a pass "
+                f"over them; their weight: {when}")
 
         self.since = time.perf_counter()
         result = finetune(model, train_set, valid, test, config.finetuning, generator=self.generator, callback=report,
