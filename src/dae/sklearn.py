@@ -478,7 +478,8 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         self.fit_range(X, True)
         x, labels = self.to_tensor(X), torch.from_numpy(codes)
         seed = _seed(self.random_state)
-        if (codes == UNLABELLED).any():  # `dae sda --labels`: pre-training on every row, fine-tuning on the labels
+        semi_supervised = bool((codes == UNLABELLED).any())
+        if semi_supervised:  # `dae sda --labels`: pre-training on every row, fine-tuning on the labels
             part = _semi_supervised(x, codes)
             x_pretrain, labelled = part.x, part.labelled
             kept, held = hold_out_labelled(labelled, labels, self.validation_fraction, seed)
@@ -487,7 +488,7 @@ class SdAClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
             (xt, yt), valid = split_validation(x, labels, self.validation_fraction, seed)
             x_pretrain = xt
         config = self._config(len(x_pretrain), len(xt))
-        if config.finetuning.pseudo_labels and x_pretrain is xt:
+        if config.finetuning.pseudo_labels and not semi_supervised:
             raise ValueError(f"pseudo_labels needs unlabelled rows: mark them with {UNLABELLED} in y")
         device = resolve_device(config.device)
         g = torch.Generator().manual_seed(seed)
