@@ -1,6 +1,7 @@
 """The benchmark scripts' own rules, on made-up run folders: benchmarks/sda_presets.py chooses
 the best preset by validation error alone and shows no test error of a candidate it did not choose;
-benchmarks/few_labels.py runs the recipes the README gives."""
+benchmarks/few_labels.py runs the recipes the README gives; benchmarks/one_class.py scores its code
+weights as the detector does."""
 
 import importlib.util
 import json
@@ -69,3 +70,19 @@ def test_the_few_label_recipes_are_the_command_lines_the_readme_gives(monkeypatc
     (tmp_path / "sda-N1000-draw0" / "summary.json").write_text("{}")
     assert script.config_for("sda-pl", 1000, 0, tmp_path).pretrained == str(tmp_path / "sda-N1000-draw0" / "pretrained")
     assert script.config_for("sda-pl", 1000, 1, tmp_path).pretrained is None
+
+
+def test_one_class_weighs_the_code_distance_as_the_detector_does(monkeypatch):
+    """The benchmark fits one detector and scores each weight w from its two parts: each must be the
+    score of the detector fitted with code_weight=w, the one `dae score` and the default would use."""
+    import numpy as np
+    from dae.sklearn import AutoencoderOutlierDetector, DAETransformer
+
+    script = load_script("one_class", monkeypatch)
+    rng = np.random.default_rng(0)
+    X, rows = rng.random((120, 10)), rng.random((15, 10))
+    def detector(w):
+        return AutoencoderOutlierDetector(DAETransformer(n_hidden=4, n_epochs=3, random_state=0), code_weight=w).fit(X)
+    fitted = detector(1.0)
+    for w in script.CODE_WEIGHTS:
+        np.testing.assert_allclose(script._weighed(fitted, rows, w), -detector(w).score_samples(rows), rtol=1e-10)

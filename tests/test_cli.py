@@ -12,7 +12,7 @@ from PIL import Image
 
 from dae import SDA_PRESETS, DeepRunConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, load_model
 from dae.cli import main
-from dae.config import ANOMALY_SCORE, from_dict, to_dict
+from dae.config import ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, from_dict, to_dict
 
 
 @pytest.fixture
@@ -354,7 +354,8 @@ HELP = {
     "ladder": LADDER_HELP,
     "deep": DEEP_HELP,
     "encode": {**MODEL_HELP, "--layer": "top"},
-    "score": {**MODEL_HELP, "--score": ANOMALY_SCORE, "--contamination": NOT_SHOWN,
+    "score": {**MODEL_HELP, "--score": ANOMALY_SCORE, "--code-weight": ANOMALY_CODE_WEIGHT,
+              "--neighbors": ANOMALY_NEIGHBORS, "--contamination": NOT_SHOWN,
               "--reference": "the training split of --data", "--per-feature": NOT_SHOWN},
 }
 
@@ -407,7 +408,7 @@ def test_encode_writes_the_codes_of_every_row(tmp_path, tiny_npy, trained, capsy
 def test_score_writes_one_reconstruction_error_per_row_and_summarises_them(tmp_path, tiny_npy, trained, capsys):
     for name in ("s.npy", "s.csv"):
         code, stdout, err = run(capsys, "score", "--model", trained, "--data", tiny_npy, "--out", tmp_path / name,
-                                "--score", "cross-entropy")
+                                "--score", "cross-entropy", "--code-weight", 0)
         assert code == 0, err
     scores = np.load(tmp_path / "s.npy")
     assert np.allclose(np.loadtxt(tmp_path / "s.csv"), scores)

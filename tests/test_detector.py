@@ -18,7 +18,7 @@ import dae.sklearn  # noqa: E402
 from dae import DenoisingAutoencoder, load_model  # noqa: E402
 from dae.anomaly import SCORES, TUKEY_FENCE, reconstruction_errors, threshold_from_contamination  # noqa: E402
 from dae.cli import main  # noqa: E402
-from dae.config import ANOMALY_SCORE  # noqa: E402
+from dae.config import ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE  # noqa: E402
 from dae.sklearn import AutoencoderOutlierDetector, DAETransformer  # noqa: E402
 
 
@@ -114,6 +114,7 @@ DETECTORS = [
     AutoencoderOutlierDetector(small_da(n_epochs=2, n_hidden=4)),
     AutoencoderOutlierDetector(small_da(n_epochs=2, n_hidden=4), anomaly_score="cross-entropy", contamination=0.1),
     AutoencoderOutlierDetector(small_da(n_epochs=2, n_hidden=4, loss="squared-error", learning_rate=0.01)),
+    AutoencoderOutlierDetector(small_da(n_epochs=2, n_hidden=4), code_weight=0.0),
 ]
 
 
@@ -150,14 +151,14 @@ def test_decision_function_changes_sign_at_offset(X):
     np.testing.assert_array_equal(detector.predict(X), np.where(scores < detector.offset_, -1, 1))
 
 
-def test_pyod_and_scikit_learn_directions_are_opposite_and_consistent(X):
-    detector = AutoencoderOutlierDetector(small_da(), contamination=0.1).fit(X)
+@pytest.mark.parametrize("code_weight", [0.0, 1.5])
+def test_pyod_and_scikit_learn_directions_are_opposite_and_consistent(X, code_weight):
+    detector = AutoencoderOutlierDetector(small_da(), code_weight=code_weight, contamination=0.1).fit(X)
     scores = detector.score_samples(X)  # scikit-learn: higher = more normal
     abnormal = detector.decision_scores_  # PyOD: higher = more abnormal
     order = np.argsort(scores)
     assert (np.diff(abnormal[order]) <= 0).all()  # a decreasing function of the scikit-learn score
     np.testing.assert_allclose(abnormal, -scores)
-    np.testing.assert_allclose(detector.reconstruction_error(X), abnormal)
     assert detector.threshold_ == -detector.offset_
     np.testing.assert_array_equal(detector.labels_, (abnormal > detector.threshold_).astype(int))
     np.testing.assert_array_equal(detector.labels_, (detector.predict(X) == -1).astype(int))
@@ -172,9 +173,68 @@ def test_the_detectors_per_feature_errors_sum_to_its_errors(X, score):
     np.testing.assert_allclose(per_feature.sum(axis=1), detector.reconstruction_error(X[:20]))
 
 
+def expected_score(detector, X, rows, weight, k):
+    """The score by its definition, from the transformer's public API and numpy alone: the error and the mean
+    distance of the code to its k nearest training codes, each standardised by the training rows'."""
+    def parts(x):
+        reconstruction = detector.autoencoder_.inverse_transform(detector.autoencoder_.transform(x))
+        codes, reference = detector.autoencoder_.transform(x), detector.autoencoder_.transform(X)
+        distances = np.sort(np.linalg.norm(codes[:, None] - reference[None], axis=2), axis=1)[:, :k].mean(axis=1)
+        return ((x - reconstruction) ** 2).sum(axis=1), distances
+    (e0, d0), (e, d) = parts(X), parts(rows)
+    return (e - e0.mean()) / e0.std() + weight * (d - d0.mean()) / d0.std()
+
+
+@pytest.mark.parametrize("weight, k", [(0.5, 2), (2.0, 7)])
+def test_the_code_distance_is_added_to_the_error_each_standardised(X, weight, k):
+    detector = AutoencoderOutlierDetector(small_da(), code_weight=weight, n_neighbors=k, contamination=0.1).fit(X)
+    rows = np.clip(X[:30] + 0.2, 0, 1)
+    # (the transformer reads X as float32)
+    np.testing.assert_allclose(-detector.score_samples(rows), expected_score(detector, X, rows, weight, k), atol=1e-4)
+    np.testing.assert_allclose(detector.decision_scores_, expected_score(detector, X, X, weight, k), atol=1e-4)
+    assert abs(detector.labels_.sum() - 0.1 * len(X)) <= 1
+
+
+def test_the_neighbour_score_of_identical_reference_rows_divides_by_no_zero():
+    typical = dae.anomaly.NeighbourScore(torch.ones(4), torch.zeros(4, 2), 1.0, 2)  # deviations 0: scale 1
+    assert torch.equal(typical.reference_scores, torch.zeros(4, dtype=torch.float64))
+    row = typical(torch.tensor([3.0]), typical.distances(torch.tensor([[3.0, 4.0]])))  # error 3, distance 5
+    assert row.item() == pytest.approx((3.0 - 1.0) + 1.0 * (5.0 - 0.0))
+    with pytest.raises(ValueError, match="n_neighbors must be in 1..4"):
+        dae.anomaly.neighbour_distances(torch.zeros(1, 2), torch.zeros(4, 2), 5)
+
+
+def test_code_weight_zero_scores_by_the_reconstruction_error_alone(X):
+    detector = AutoencoderOutlierDetector(small_da(), code_weight=0.0).fit(X)
+    assert detector.neighbour_score_ is None
+    np.testing.assert_allclose(detector.decision_scores_, detector.reconstruction_error(X))
+    np.testing.assert_allclose(-detector.score_samples(X[:10]), detector.reconstruction_error(X[:10]))
+    with pytest.raises(ValueError, match="code_weight > 0"):
+        detector.code_distance(X)
+
+
+def test_the_distance_to_the_codes_flags_what_the_error_misses():
+    """Rows the autoencoder reconstructs as well as the typical ones, but far from every typical code: the
+    training rows fill two clusters of a 2-D plane in 6-D, the new rows lie on the plane between them."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((6, 2)))[0].T  # an orthonormal plane
+    def on_plane(centres):
+        return 0.5 + 0.1 * (centres + 0.3 * rng.standard_normal(centres.shape)) @ basis
+    X = on_plane(np.repeat([[-2.0, 0.0], [2.0, 0.0]], 150, axis=0))
+    between = on_plane(np.zeros((30, 2)))
+    typical = on_plane(np.repeat([[-2.0, 0.0], [2.0, 0.0]], 15, axis=0))
+    auc = {}
+    for weight in (0.0, 1.0):
+        detector = AutoencoderOutlierDetector(DAETransformer(n_hidden=2, loss="squared-error", learning_rate=0.05,
+                                                             n_epochs=40, random_state=0), code_weight=weight).fit(X)
+        normal, odd = detector.score_samples(typical), detector.score_samples(between)
+        auc[weight] = (normal[:, None] > odd[None]).mean()  # P(a typical row scores as more normal)
+    assert auc[1.0] > 0.95 and auc[1.0] > auc[0.0] + 0.2, auc
+
+
 def test_the_errors_are_the_autoencoders_own(X):
     """Cross-entropy is the transformer's loss; squared error that of its reconstruction, by its public API."""
-    ce = AutoencoderOutlierDetector(small_da(), anomaly_score="cross-entropy").fit(X)
+    ce = AutoencoderOutlierDetector(small_da(), anomaly_score="cross-entropy", code_weight=0).fit(X)
     np.testing.assert_allclose(ce.decision_scores_, -ce.autoencoder_.score_samples(X))
     se = AutoencoderOutlierDetector(small_da(), anomaly_score="squared-error").fit(X)
     reconstruction = se.autoencoder_.inverse_transform(se.autoencoder_.transform(X))
@@ -196,6 +256,7 @@ def test_a_value_beyond_the_training_range_counts_in_full(X):
 def test_the_defaults_are_dae_scores_and_the_tutorials_da(X):
     detector = AutoencoderOutlierDetector()
     assert detector.anomaly_score == ANOMALY_SCORE and detector.contamination == "auto"
+    assert detector.code_weight == ANOMALY_CODE_WEIGHT and detector.n_neighbors == ANOMALY_NEIGHBORS
     detector.set_params(autoencoder=None).fit(X[:40])
     assert isinstance(detector.autoencoder_, DAETransformer)
     assert detector.autoencoder_.get_params() == DAETransformer().get_params()
@@ -214,6 +275,12 @@ def test_fit_clones_the_autoencoder_and_ignores_y(X):
     ({"contamination": 0.75}, "contamination must be"),
     ({"contamination": "most"}, "contamination must be"),
     ({"anomaly_score": "absolute-error"}, "score must be one of"),
+    ({"code_weight": -1.0}, "code_weight must be a finite number >= 0"),
+    ({"code_weight": float("nan")}, "code_weight must be a finite number >= 0"),
+    ({"code_weight": "yes"}, "code_weight must be a finite number >= 0"),
+    ({"n_neighbors": 1}, "n_neighbors must be an integer >= 2"),
+    ({"n_neighbors": 2.5}, "n_neighbors must be an integer >= 2"),
+    ({"n_neighbors": 201}, "needs at least 201 training rows"),
     ({"anomaly_score": "cross-entropy", "autoencoder": small_da(loss="squared-error")}, "loss='cross-entropy'"),
 ])
 def test_bad_settings_are_refused_in_fit(X, params, message):
@@ -242,8 +309,9 @@ def test_the_detector_takes_a_deep_autoencoder(X):
                                 "random_state": 0}.items() if k in autoencoder.get_params()}
     detector = AutoencoderOutlierDetector(autoencoder.set_params(**small), contamination=0.1).fit(X)
     assert abs((detector.predict(X) == -1).sum() - 0.1 * len(X)) <= 1
-    np.testing.assert_allclose(detector.reconstruction_error(X, per_feature=True).sum(axis=1),
-                               detector.decision_scores_)
+    np.testing.assert_allclose(detector.decision_scores_, expected_score(detector, X, X, detector.code_weight,
+                                                                          detector.n_neighbors), atol=1e-4)
+    assert detector.code_distance(X[:5]).shape == (5,)
 
 
 # --- dae score ------------------------------------------------------------------------------------------
@@ -325,6 +393,7 @@ def test_a_reference_sets_the_threshold_for_new_data(tmp_path, images, capsys):
     assert code == 2 and err.count("\n") == 1 and "missing.npz" in err and not (tmp_path / "bad.csv").exists()
 
 
+
 def test_score_says_which_error_it_scores_by_and_computes_it(tmp_path, images, capsys):
     x = torch.from_numpy(np.load(images / "data.npz")["x_train"].reshape(240, 36))
     model = load_model(images / "model")
@@ -335,9 +404,9 @@ def test_score_says_which_error_it_scores_by_and_computes_it(tmp_path, images, c
                         ("cross-entropy", ["--score", "cross-entropy"])):
         out = tmp_path / f"{score}-{len(argv)}.npy"
         code, stdout, err = run(capsys, "score", "--model", images / "model", "--data", images / "data.npz",
-                                "--out", out, *argv)
+                                "--code-weight", 0, "--out", out, *argv)
         assert code == 0, err
-        assert json.loads(stdout)["score"] == score
+        assert json.loads(stdout)["score"] == score and json.loads(stdout)["code_weight"] == 0
         np.testing.assert_allclose(np.load(out), expected[score].numpy(), rtol=1e-5)
 
 
@@ -346,7 +415,7 @@ def test_per_feature_writes_errors_that_sum_to_the_scores_and_a_picture_of_the_w
 
     out, per_feature = tmp_path / "s.npy", tmp_path / "pf.npy"
     code, stdout, err = run(capsys, "score", "--model", images / "model", "--data", images / "data.npz",
-                            "--out", out, "--per-feature", per_feature)
+                            "--code-weight", 0, "--out", out, "--per-feature", per_feature)
     assert code == 0, err
     errors, scores = np.load(per_feature), np.load(out)
     assert errors.shape == (240, 36) and (errors >= 0).all()
@@ -382,8 +451,8 @@ def test_score_takes_a_deep_autoencoder(tmp_path, images, capsys):
     assert code == 0, err
     out, per_feature = tmp_path / "s.npy", tmp_path / "pf.npy"
     code, stdout, err = run(capsys, "score", "--model", tmp_path / "deep", "--data", images / "data.npz",
-                            "--score", "squared-error", "--contamination", 0.1, "--per-feature", per_feature,
-                            "--out", out)
+                            "--score", "squared-error", "--code-weight", 0, "--contamination", 0.1,
+                            "--per-feature", per_feature, "--out", out)
     assert code == 0, err
     table = np.load(out)
     assert abs(table["outlier"].sum() - 24) <= 1 and json.loads(stdout)["outliers"] == table["outlier"].sum()
@@ -394,14 +463,43 @@ def test_score_takes_a_deep_autoencoder(tmp_path, images, capsys):
     np.testing.assert_allclose(table["score"], expected, rtol=1e-5)
 
 
-def test_score_help_shows_the_default_score_from_dae_config(capsys, monkeypatch):
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_score_adds_the_distance_to_the_reference_codes_as_the_detector_does(tmp_path, images, capsys, split):
+    """The score of --code-weight W --neighbors K, by its definition in numpy: the error and the mean distance
+    to the K nearest codes of the training split, each standardised by the training split's."""
+    data = np.load(images / "data.npz")
+    model = load_model(images / "model")
+    def parts(rows):
+        x = torch.from_numpy(rows.reshape(len(rows), 36))
+        with torch.no_grad():
+            return ((x - model.reconstruct(x)) ** 2).sum(dim=1).double().numpy(), model.encode(x).double().numpy()
+    (e0, c0), (e, c) = parts(data["x_train"]), parts(data[f"x_{split}"])
+    def distances(codes):
+        return np.sort(np.linalg.norm(codes[:, None] - c0[None], axis=2), axis=1)[:, :3].mean(axis=1)
+    d0, d = distances(c0), distances(c)
+    expected = (e - e0.mean()) / e0.std() + 2.5 * (d - d0.mean()) / d0.std()
+    code, stdout, err = run(capsys, "score", "--model", images / "model", "--data", images / "data.npz",
+                            "--split", split, "--code-weight", 2.5, "--neighbors", 3, "--contamination", 0.1,
+                            "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    table, summary = np.load(tmp_path / "s.npy"), json.loads(stdout)
+    np.testing.assert_allclose(table["score"], expected, atol=1e-4)
+    assert summary["code_weight"] == 2.5 and summary["neighbors"] == 3 and summary["reference_rows"] == 240
+    reference = (e0 - e0.mean()) / e0.std() + 2.5 * (d0 - d0.mean()) / d0.std()
+    assert summary["threshold"] == pytest.approx(np.quantile(reference, 0.9), abs=1e-4)
+
+
+def test_score_help_shows_the_defaults_from_dae_config(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "1000")
     with pytest.raises(SystemExit):
         main(["score", "--help"])
-    block = re.search(r"^  --score.*(?:\n {4,}.*)*", capsys.readouterr().out, re.M).group(0)
-    line = " ".join(block.split())  # the option's line and the lines indented under it
-    assert line.endswith(f"(default: {ANOMALY_SCORE})")
-    assert all(score in line for score in SCORES)
+    text = capsys.readouterr().out
+    def option(name):  # the option's line and the lines indented under it
+        return " ".join(re.search(rf"^  {name}.*(?:\n {{4,}}.*)*", text, re.M).group(0).split())
+    assert option("--score").endswith(f"(default: {ANOMALY_SCORE})")
+    assert all(score in option("--score") for score in SCORES)
+    assert option("--code-weight").endswith(f"(default: {ANOMALY_CODE_WEIGHT})")
+    assert option("--neighbors").endswith(f"(default: {ANOMALY_NEIGHBORS})")
 
 
 MISTAKES = [
@@ -410,6 +508,10 @@ MISTAKES = [
     (["--contamination", "nan"], "expected a fraction in (0, 0.5]"),
     (["--contamination", "some"], "expected a fraction in (0, 0.5]"),
     (["--score", "absolute-error"], "--score: invalid choice"),
+    (["--code-weight", "-1"], "--code-weight: expected a non-negative number, got '-1'"),
+    (["--code-weight", "inf"], "--code-weight: expected a non-negative number"),
+    (["--neighbors", "1"], "--neighbors: expected an integer >= 2, got '1'"),
+    (["--neighbors", "241"], "--neighbors 241: the training split of {data} has only 240 rows"),
     (["--per-feature", "{tmp}/pf.csv"], "--per-feature {tmp}/pf.csv: the file name must end in .npy"),
     (["--per-feature", "{tmp}/no/pf.npy"], "no such folder"),
     (["--per-feature", "{tmp}/taken.npy"], "already exists"),
@@ -432,12 +534,25 @@ def other_models(tmp_path_factory, images):
     return folder
 
 
+@pytest.mark.parametrize("weight", [0, 1])
+def test_a_reference_whose_scores_overflow_is_a_one_line_error(tmp_path, images, other_models, capsys, weight):
+    huge = np.load(images / "data.npz")["x_train"].copy()
+    huge[3] = 1e30  # its squared error overflows (a model trained with the squared error takes any values)
+    np.savez(tmp_path / "huge.npz", x_train=huge)
+    code, stdout, err = run(capsys, "score", "--model", other_models / "linear", "--data", images / "data.npz",
+                            "--split", "test", "--reference", tmp_path / "huge.npz", "--contamination", 0.1,
+                            "--code-weight", weight, "--out", tmp_path / "bad.csv")
+    assert code == 2 and err.count("\n") == 1 and "(the reference rows) are not all finite" in err, err
+    assert not (tmp_path / "bad.csv").exists()
+
+
 @pytest.mark.parametrize("argv, phrase", MISTAKES, ids=[p for _, p in MISTAKES])
 def test_mistakes_in_the_new_options_are_one_line_errors_and_write_nothing(tmp_path, images, other_models, capsys,
                                                                           argv, phrase):
     (tmp_path / "taken.npy").write_bytes(b"")
     (tmp_path / "pic_worst.png").write_bytes(b"")
-    names = {"tmp": tmp_path, "linear": other_models / "linear", "sda": other_models / "sda"}
+    names = {"tmp": tmp_path, "linear": other_models / "linear", "sda": other_models / "sda",
+             "data": images / "data.npz"}
     argv = [a.format(**names) for a in argv]
     if "--model" not in argv:
         argv += ["--model", str(images / "model")]

@@ -13,12 +13,29 @@ Scores (:data:`SCORES`), per feature k of a row x with reconstruction z = recons
 * ``"cross-entropy"``: e_k = -[x_k log z_k + (1 - x_k) log(1 - z_k)], the tutorial's L, computed
   from the decoder's logits (stable where z rounds to 0 or 1); needs a sigmoid decoder.
 
-A row's score is sum_k e_k, and the per-feature errors (H2O's ``anomaly(per_feature=True)``) sum
-to it.  The two scores rank rows differently.  Cross-entropy is not zero for a perfect
-reconstruction: its minimum over z is the entropy of the row's grey values, so it grows with
-the amount of (anti-aliased) ink in an image whether or not the row is unusual.  Squared error
+A row's reconstruction error is sum_k e_k, and the per-feature errors (H2O's
+``anomaly(per_feature=True)``) sum to it.  The two scores rank rows differently.  Cross-entropy
+is not zero for a perfect reconstruction: its minimum over z is the entropy of the row's grey
+values, so it grows with the amount of (anti-aliased) ink in an image whether or not the row is
+unusual.  Squared error
 is zero for a perfect reconstruction.  Which one the command line and the detector use by
 default is :data:`dae.config.ANOMALY_SCORE`.
+
+**Distance to the typical codes** (:class:`NeighbourScore`).  The reconstruction error misses an
+unusual row that the autoencoder happens to reconstruct well (a digit of another class that a
+model of ones reconstructs well enough); the code of such a row may still lie away from the codes
+of the typical rows.  With a weight
+w > 0 a row's score is
+
+    (e - mean(e_ref)) / sd(e_ref)  +  w (d - mean(d_ref)) / sd(d_ref),
+
+e its reconstruction error, d the mean Euclidean distance from its code to the codes of its k
+nearest reference rows (the k-nearest-neighbour score of Ramaswamy et al. 2000, as PyOD's
+``KNN(method="mean")``, here in the autoencoder's code space), and e_ref, d_ref those of the
+reference rows (the training rows, each scored as any other row: its own code is one of its k
+nearest, so that a training row's score is the same whether it is scored in ``fit`` or later).
+Both parts are standardised by the reference rows so that w weighs them in comparable units.
+The default w and k are :data:`dae.config.ANOMALY_CODE_WEIGHT` and :data:`dae.config.ANOMALY_NEIGHBORS`.
 """
 
 from __future__ import annotations
@@ -30,6 +47,10 @@ import torch
 
 from .autoencoder import reconstruction_loss
 from .config import EVAL_ROWS
+
+# Pairwise distances are computed for at most this many (row, reference row) pairs at a time
+# (2^24 float64 values: 128 MB).
+DISTANCE_PAIRS = 2**24
 
 SCORES = ("squared-error", "cross-entropy")
 
@@ -74,23 +95,97 @@ def reconstruction_errors(model, x: torch.Tensor, score: str, per_feature: bool 
     target = x if target is None else target
     if target.shape != x.shape:
         raise ValueError(f"target has shape {tuple(target.shape)}, x has {tuple(x.shape)}")
+    def error(rows, wanted):
+        if score == "cross-entropy":
+            e = reconstruction_loss(wanted, model.decode_logits(model.encode(rows)), score)
+        else:
+            e = (wanted - model.reconstruct(rows)).pow(2)
+        return e if per_feature else e.sum(dim=1)
+    return _by_chunks(model, error, x, target)
+
+
+def codes(model, x: torch.Tensor) -> torch.Tensor:
+    """The code of each row of ``x`` (``model.encode``: a dA's hidden layer, a deep autoencoder's
+    code layer), computed as :func:`reconstruction_errors` computes the errors; on the CPU."""
+    return _by_chunks(model, lambda rows, _: model.encode(rows), x, x)
+
+
+def _by_chunks(model, f, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """f(rows, target rows) over chunks of :data:`dae.config.EVAL_ROWS` rows, without gradients, in the
+    model's eval mode, device and dtype; the results concatenated on the CPU."""
     parameter = next(model.parameters())
     was_training = model.training
     model.eval()
-    errors = []
+    out = []
     try:
         with torch.no_grad():
             for rows, wanted in zip(x.split(EVAL_ROWS), target.split(EVAL_ROWS)):
-                rows = rows.to(parameter.device, parameter.dtype)
-                wanted = wanted.to(parameter.device, parameter.dtype)
-                if score == "cross-entropy":
-                    e = reconstruction_loss(wanted, model.decode_logits(model.encode(rows)), score)
-                else:
-                    e = (wanted - model.reconstruct(rows)).pow(2)
-                errors.append((e if per_feature else e.sum(dim=1)).cpu())
+                out.append(f(rows.to(parameter.device, parameter.dtype),
+                             wanted.to(parameter.device, parameter.dtype)).cpu())
     finally:
         model.train(was_training)
-    return torch.cat(errors)
+    return torch.cat(out)
+
+
+def neighbour_distances(points: torch.Tensor, reference: torch.Tensor, n_neighbors: int) -> torch.Tensor:
+    """The mean Euclidean distance from each row of ``points`` to its ``n_neighbors`` nearest rows of
+    ``reference``, shape (n,), in float64."""
+    if not 1 <= n_neighbors <= len(reference):
+        raise ValueError(f"n_neighbors must be in 1..{len(reference)} (the reference rows), got {n_neighbors}")
+    reference = reference.double()
+    chunk = max(1, DISTANCE_PAIRS // len(reference))
+    return torch.cat([torch.cdist(rows.double(), reference).topk(n_neighbors, dim=1, largest=False).values.mean(dim=1)
+                      for rows in points.split(chunk)])
+
+
+class NeighbourScore:
+    """The anomaly score that adds the distance to the typical codes to the reconstruction error
+    (see the module's docstring), fitted on reference rows: their ``errors`` (n,) and ``codes`` (n, c).
+
+    ``reference_scores`` holds the reference rows' own scores; ``parts(e, d)`` the two standardised
+    parts of any rows' errors and distances; calling it, their score.
+    """
+
+    def __init__(self, errors: torch.Tensor, codes: torch.Tensor, weight: float, n_neighbors: int):
+        check_code_weight(weight)
+        if len(errors) != len(codes):
+            raise ValueError(f"{len(errors)} errors but {len(codes)} codes")
+        self.weight, self.n_neighbors, self.codes = float(weight), n_neighbors, codes.double()
+        distances = self.distances(self.codes)
+        errors = errors.double()
+        self.error_mean, self.error_scale = _mean_and_scale(errors)
+        self.distance_mean, self.distance_scale = _mean_and_scale(distances)
+        self.reference_scores = self(errors, distances)
+
+    def distances(self, codes: torch.Tensor) -> torch.Tensor:
+        """The mean distance from each code to its ``n_neighbors`` nearest reference codes."""
+        return neighbour_distances(codes, self.codes, self.n_neighbors)
+
+    def parts(self, errors: torch.Tensor, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The errors and the distances, each standardised by the reference rows'."""
+        return ((errors.double() - self.error_mean) / self.error_scale,
+                (distances.double() - self.distance_mean) / self.distance_scale)
+
+    def __call__(self, errors: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+        e, d = self.parts(errors, distances)
+        return e + self.weight * d
+
+
+def _mean_and_scale(values: torch.Tensor) -> tuple[float, float]:
+    """The mean and standard deviation of ``values`` (a deviation of 0, from identical values,
+    counts as 1, so that standardising never divides by zero)."""
+    if not torch.isfinite(values).all():
+        raise ValueError("the reference rows' errors or codes are not all finite")
+    deviation = float(values.std(correction=0))
+    return float(values.mean()), deviation if deviation > 0 else 1.0
+
+
+def check_code_weight(weight) -> None:
+    """Raise ValueError unless ``weight`` is a finite number >= 0."""
+    ok = (isinstance(weight, (int, float, np.integer, np.floating)) and not isinstance(weight, bool)
+          and math.isfinite(weight) and weight >= 0)
+    if not ok:
+        raise ValueError(f"code_weight must be a finite number >= 0, got {weight!r}")
 
 
 def threshold_from_contamination(errors, contamination) -> float:

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from .anomaly import SCORES, check_contamination, reconstruction_errors, threshold_from_contamination
+from .anomaly import (SCORES, NeighbourScore, check_contamination, codes, reconstruction_errors,
+                      threshold_from_contamination)
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
-from .config import (ANOMALY_SCORE, EVAL_ROWS, OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, DeepRunConfig,
+from .config import (ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, EVAL_ROWS, OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, DeepRunConfig,
                      LadderRunConfig, TrainRunConfig, load_config_file, merge)
 from .deep import CODE_ACTIVATIONS, DeepAutoencoder
 from .corruption import NOISES
@@ -74,6 +75,7 @@ fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 seed = _number(int, lambda v: 0 <= v < 2**63, "a non-negative integer seed")
 non_negative = _number(float, lambda v: v >= 0, "a non-negative number")
 probability = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+neighbours = _number(int, lambda v: v >= 2, "an integer >= 2")
 
 
 def contamination(text: str):
@@ -342,18 +344,27 @@ def _score_options(p: Parser) -> None:
     p.add_argument("--score", choices=SCORES, default=ANOMALY_SCORE,
                    help="the reconstruction error that scores a row: squared-error, sum_k (x_k - z_k)^2, or "
                         "cross-entropy, the tutorial's loss (for a model trained with it) (default: %(default)s)")
+    p.add_argument("--code-weight", type=non_negative, default=ANOMALY_CODE_WEIGHT, metavar="W",
+                   help="add W times the distance from a row's code to the codes of the reference rows "
+                        "(--reference): the score is then the error standardised by the reference rows' errors "
+                        "plus W times the mean distance to the --neighbors nearest reference codes, standardised "
+                        "likewise; 0: the reconstruction error alone (default: %(default)s)")
+    p.add_argument("--neighbors", type=neighbours, default=ANOMALY_NEIGHBORS, metavar="K",
+                   help="with --code-weight: the nearest reference codes a row's distance is measured to "
+                        "(default: %(default)s)")
     p.add_argument("--contamination", type=contamination, metavar="Q|auto",
                    help="also flag outliers: the rows scored above the threshold that flags a fraction Q in (0, 0.5] "
                         "of the reference rows (--reference), or, with auto, above Tukey's fence Q3 + 1.5 IQR of "
                         "their scores; --out gets a second column, outlier (0/1): a .csv with a header "
                         "score,outlier, a .npy a structured array with fields score and outlier")
     p.add_argument("--reference", metavar="PATH",
-                   help="with --contamination: typical data, e.g. what the model was trained on, whose training "
-                        "split sets the threshold (default: the training split of --data)")
+                   help="typical data, e.g. what the model was trained on, whose training split holds the codes "
+                        "of --code-weight and sets the threshold of --contamination (default: the training split "
+                        "of --data)")
     p.add_argument("--per-feature", metavar="FILE",
-                   help="also write each feature's error to a new .npy (rows x features; a row sums to its score), "
-                        "and for images a picture FILE_worst.png of the worst-scored rows, their reconstructions "
-                        "and their errors")
+                   help="also write each feature's error to a new .npy (rows x features; a row sums to its "
+                        "reconstruction error, its score with --code-weight 0), and for images a picture "
+                        "FILE_worst.png of the worst-scored rows, their reconstructions and their errors")
 
 
 def config_from_args(args: argparse.Namespace, options: list, base):
@@ -467,26 +478,37 @@ def run_score(args: argparse.Namespace) -> int:
             picture = str(Path(args.per_feature).with_name(Path(args.per_feature).stem + "_worst.png"))
             _check_new_file("--per-feature's picture", picture, (".png",))
     errors = reconstruction_errors(model, x, args.score, per_feature=args.per_feature is not None)
-    scores = (errors.sum(dim=1) if errors.ndim == 2 else errors).numpy()
-    q = np.quantile(scores, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+    scores = errors.sum(dim=1) if errors.ndim == 2 else errors
     summary = {"out": args.out, "rows": len(scores), "score": args.score, "loss": model.loss_name,
-               "mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()),
-               "max": float(scores.max()), **{f"p{p}": float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q)}}
-    table = scores
-    if args.contamination is not None:  # the threshold comes from the reference rows: typical ones
+               "code_weight": args.code_weight}
+    reference = None  # the reference rows' scores, when needed
+    if args.code_weight > 0 or args.contamination is not None:  # the typical rows: codes and threshold
+        where = f"the training split of {args.reference or args.data}"
         if args.reference is not None:
             rows = _load_for_model(args, args.reference, model, model.loss_name).train.x
-            reference = reconstruction_errors(model, rows, args.score).numpy()
-        elif args.split == "train":
-            reference = scores
         else:
-            reference = reconstruction_errors(model, data.train.x, args.score).numpy()
-        where = f"the training split of {args.reference or args.data}"
-        try:
-            threshold = threshold_from_contamination(reference, args.contamination)
-        except ValueError:
-            raise UsageError(f"--contamination: the scores of {where} are not all finite, so they set no "
-                             f"threshold") from None
+            rows = x if args.split == "train" else data.train.x
+        reference = scores if rows is x else reconstruction_errors(model, rows, args.score)
+        if not torch.isfinite(reference).all():
+            raise UsageError(f"the scores of {where} (the reference rows) are not all finite")
+        if args.code_weight > 0:
+            if args.neighbors > len(rows):
+                raise UsageError(f"--neighbors {args.neighbors}: {where} has only {len(rows)} rows")
+            try:
+                typical = NeighbourScore(reference, codes(model, rows), args.code_weight, args.neighbors)
+            except ValueError:  # codes that are not all finite
+                raise UsageError(f"the codes of {where} (the reference rows) are not all finite") from None
+            reference = typical.reference_scores
+            scores = reference if rows is x else typical(scores, typical.distances(codes(model, x)))
+            summary["neighbors"] = args.neighbors
+        summary |= {"reference": where, "reference_rows": len(rows)}
+    scores = scores.numpy()
+    q = np.quantile(scores, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+    summary |= {"mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()),
+                "max": float(scores.max()), **{f"p{p}": float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q)}}
+    table = scores
+    if args.contamination is not None:
+        threshold = threshold_from_contamination(reference.numpy(), args.contamination)
         outlier = scores.astype(np.float64) > threshold
         table = np.zeros(len(scores), dtype=[("score", scores.dtype), ("outlier", np.uint8)])
         table["score"], table["outlier"] = scores, outlier

@@ -42,9 +42,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .anomaly import check_contamination, check_score, reconstruction_errors, threshold_from_contamination
+from .anomaly import (NeighbourScore, check_code_weight, check_contamination, check_score, codes,
+                      reconstruction_errors, threshold_from_contamination)
 from .autoencoder import DenoisingAutoencoder
-from .config import (ANOMALY_SCORE, SDA_PRESETS, VALIDATION_FRACTION, DeepRunConfig, LadderRunConfig, TrainRunConfig,
+from .config import (ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, SDA_PRESETS, VALIDATION_FRACTION, DeepRunConfig, LadderRunConfig, TrainRunConfig,
                      merge)
 from .deep import DeepAutoencoder
 from .distributed import resolve_device
@@ -623,30 +624,35 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
 
 
 class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
-    """Outliers by reconstruction error: the rows that an autoencoder trained on X reconstructs badly.
+    """Outliers by reconstruction error, and by distance to the typical codes: the rows that an
+    autoencoder trained on X reconstructs badly, or encodes far from the codes of X.
 
-    ``fit`` trains a clone of ``autoencoder`` on X and records the reconstruction error of each
-    training row (:func:`dae.anomaly.reconstruction_errors` under ``anomaly_score``); a row whose error is
-    above ``threshold_`` is an outlier.  The threshold comes from ``contamination``
+    ``fit`` trains a clone of ``autoencoder`` on X and scores each training row.  The score
+    (:mod:`dae.anomaly`): with ``code_weight=0``, the row's reconstruction error under
+    ``anomaly_score`` (:func:`dae.anomaly.reconstruction_errors`); with a weight w > 0, the error
+    standardised by the training rows' errors plus w times the mean distance from the row's code
+    to its ``n_neighbors`` nearest training codes, standardised likewise
+    (:class:`dae.anomaly.NeighbourScore`).  A row whose score is above ``threshold_`` is an
+    outlier.  The threshold comes from ``contamination``
     (:func:`dae.anomaly.threshold_from_contamination`): a fraction q flags the q n worst of the n
-    training rows (within one, fewer where errors tie), as ``IsolationForest`` does; "auto" is
-    Tukey's upper fence, Q3 + 1.5 IQR of the training errors [Tukey77].
+    training rows (within one, fewer where scores tie), as ``IsolationForest`` does; "auto" is
+    Tukey's upper fence, Q3 + 1.5 IQR of the training scores [Tukey77].
 
     **Two conventions, in opposite directions.**
 
-    * scikit-learn's, as ``IsolationForest`` has them: ``score_samples(X)`` is minus the
-      reconstruction error, so *higher is more normal*; ``decision_function(X)`` is
-      ``score_samples(X) - offset_``, *negative for an outlier*; ``predict(X)`` is +1 for an
-      inlier and -1 for an outlier; ``offset_ = -threshold_``.
-    * PyOD's names, for users coming from PyOD: ``decision_scores_`` holds the reconstruction
-      error of each training row, so *higher is more abnormal*; ``threshold_`` is in the same
-      units; ``labels_`` is 0 for an inlier and 1 for an outlier.  PyOD's score of new rows is
-      ``reconstruction_error(X)``, which is ``-score_samples(X)``.  PyOD's own
-      ``decision_function`` returns that raw score; this one is scikit-learn's (its opposite,
-      shifted by the threshold).
+    * scikit-learn's, as ``IsolationForest`` has them: ``score_samples(X)`` is minus the score,
+      so *higher is more normal*; ``decision_function(X)`` is ``score_samples(X) - offset_``,
+      *negative for an outlier*; ``predict(X)`` is +1 for an inlier and -1 for an outlier;
+      ``offset_ = -threshold_``.
+    * PyOD's names, for users coming from PyOD: ``decision_scores_`` holds the score of each
+      training row, so *higher is more abnormal*; ``threshold_`` is in the same units;
+      ``labels_`` is 0 for an inlier and 1 for an outlier.  PyOD's score of new rows (its
+      ``decision_function``) is ``-score_samples(X)`` here; this ``decision_function`` is
+      scikit-learn's (its opposite, shifted by the threshold).
 
     Per-feature errors, as H2O's ``anomaly(per_feature=True)``: ``reconstruction_error(X,
-    per_feature=True)`` has shape (n_samples, n_features), and its rows sum to the rows' errors.
+    per_feature=True)`` has shape (n_samples, n_features), and its rows sum to the rows'
+    reconstruction errors (with ``code_weight=0``, the scores).
 
     Units and input scaling: the errors are those of the rows as the autoencoder sees them.  A
     ``DAETransformer`` with the cross-entropy loss maps data outside [0, 1] into [0, 1] by one
@@ -656,7 +662,7 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
     the mapped row *unclipped*, so that a value beyond the training range counts in full; the
     cross-entropy score needs targets in [0, 1] and compares with the clipped row, so it does not
     see how far beyond the range a value lies.  With ``loss="squared-error"`` rows are used as
-    they are.
+    they are.  With ``code_weight > 0`` the score has no units (standard deviations).
 
     Parameters
     ----------
@@ -667,9 +673,15 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
         ``DAETransformer()`` with its defaults (the tutorial's dA).  Its ``random_state`` makes
         ``fit`` repeatable.
     anomaly_score : {"squared-error", "cross-entropy"}, default="squared-error"
-        Which reconstruction error ranks the rows; the default is ``dae score``'s,
+        Which reconstruction error is scored; the default is ``dae score``'s,
         :data:`dae.config.ANOMALY_SCORE`.  "cross-entropy" needs an autoencoder with
         ``loss="cross-entropy"`` (a sigmoid decoder).
+    code_weight : float >= 0, default=dae.config.ANOMALY_CODE_WEIGHT
+        The weight w of the distance to the training codes (0: the reconstruction error alone);
+        the default is ``dae score``'s, chosen by ``benchmarks/one_class.py``.
+    n_neighbors : int, default=dae.config.ANOMALY_NEIGHBORS
+        k, the training codes a row's distance is measured to; 2 to n_samples (a training row's
+        own code is one of its k nearest: with k = 1 every training row would be at distance 0).
     contamination : "auto" or float in (0, 0.5], default="auto"
         The expected fraction of outliers among the training rows, or "auto" (Tukey's fence).
 
@@ -679,11 +691,14 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         ``-threshold_``: ``decision_function`` is ``score_samples - offset_`` (scikit-learn).
     threshold_ : float
-        The reconstruction error above which a row is an outlier (PyOD).
+        The score above which a row is an outlier (PyOD).
     decision_scores_ : ndarray of shape (n_samples,)
-        The reconstruction error of each training row, higher = more abnormal (PyOD).
+        The score of each training row, higher = more abnormal (PyOD): ``-score_samples(X)``, so
+        a training row's own code is one of its nearest training codes.
     labels_ : ndarray of shape (n_samples,)
         1 for a training row above the threshold, else 0 (PyOD).
+    neighbour_score_ : dae.anomaly.NeighbourScore or None
+        With ``code_weight > 0``: the training codes and the means and deviations that standardise.
     n_features_in_, feature_names_in_
 
     Examples
@@ -698,27 +713,46 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
     References
     ----------
     [Tukey77] J. W. Tukey. Exploratory Data Analysis. Addison-Wesley (1977).
+    [Ramaswamy00] S. Ramaswamy, R. Rastogi, K. Shim. Efficient algorithms for mining outliers from
+        large data sets. SIGMOD (2000).
     """
 
-    def __init__(self, autoencoder=None, anomaly_score=ANOMALY_SCORE, contamination="auto"):
+    def __init__(self, autoencoder=None, anomaly_score=ANOMALY_SCORE, code_weight=ANOMALY_CODE_WEIGHT,
+                 n_neighbors=ANOMALY_NEIGHBORS, contamination="auto"):
         self.autoencoder = autoencoder
         self.anomaly_score = anomaly_score
+        self.code_weight = code_weight
+        self.n_neighbors = n_neighbors
         self.contamination = contamination
 
     def fit(self, X, y=None):
-        """Train the autoencoder on X (``y`` is ignored) and set the threshold from the training rows' errors."""
+        """Train the autoencoder on X (``y`` is ignored) and set the threshold from the training rows' scores."""
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         check_score(self.anomaly_score)
+        check_code_weight(self.code_weight)
         check_contamination(self.contamination)
+        if self.code_weight > 0:
+            if not (isinstance(self.n_neighbors, (int, np.integer)) and not isinstance(self.n_neighbors, bool)
+                    and self.n_neighbors >= 2):
+                raise ValueError(f"n_neighbors must be an integer >= 2 (a training row's own code is one of its "
+                                 f"nearest), got {self.n_neighbors!r}")
+            if self.n_neighbors > len(X):
+                raise ValueError(f"n_neighbors={self.n_neighbors} needs at least {self.n_neighbors} training "
+                                 f"rows, got n_samples = {len(X)}")
         autoencoder = DAETransformer() if self.autoencoder is None else clone(self.autoencoder)
         loss = autoencoder.get_params().get("loss", "cross-entropy")
         if self.anomaly_score == "cross-entropy" and loss != "cross-entropy":
             raise ValueError(f"anomaly_score='cross-entropy' needs an autoencoder with loss='cross-entropy' (a sigmoid "
                              f"decoder), not loss={loss!r}")
         self.autoencoder_ = autoencoder.fit(X)
-        # Inference in float64 on the CPU, so that a row's error does not depend on the rows computed with it.
+        # Inference in float64 on the CPU, so that a row's score does not depend on the rows computed with it.
         self._model = copy.deepcopy(self.autoencoder_.model_).cpu().double()
-        self.decision_scores_ = self._errors(X)
+        errors = torch.from_numpy(self._errors(X))
+        self.neighbour_score_ = None
+        if self.code_weight > 0:
+            self.neighbour_score_ = NeighbourScore(errors, self._codes(X), self.code_weight, int(self.n_neighbors))
+            errors = self.neighbour_score_.reference_scores
+        self.decision_scores_ = errors.numpy()
         self.threshold_ = threshold_from_contamination(self.decision_scores_, self.contamination)
         self.offset_ = -self.threshold_
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
@@ -729,20 +763,39 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
         target = self.autoencoder_.to_tensor(X, clip=False).double() if self.anomaly_score == "squared-error" else None
         return reconstruction_errors(self._model, x, self.anomaly_score, per_feature, target=target).numpy()
 
-    def reconstruction_error(self, X, per_feature=False):
-        """The reconstruction error of each row (n_samples,), higher = more abnormal (PyOD's score);
-        with ``per_feature``, each feature's (n_samples, n_features), whose rows sum to it."""
+    def _codes(self, X: np.ndarray) -> torch.Tensor:
+        return codes(self._model, self.autoencoder_.to_tensor(X).double())
+
+    def _checked(self, X) -> np.ndarray:
         check_is_fitted(self)
-        return self._errors(validate_data(self, X, dtype=[np.float64, np.float32], reset=False), per_feature)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def reconstruction_error(self, X, per_feature=False):
+        """The reconstruction error of each row (n_samples,), higher = more abnormal; with
+        ``per_feature``, each feature's (n_samples, n_features), whose rows sum to it."""
+        return self._errors(self._checked(X), per_feature)
+
+    def code_distance(self, X):
+        """The mean distance from each row's code to its ``n_neighbors`` nearest training codes
+        (n_samples,); needs ``code_weight > 0``."""
+        X = self._checked(X)
+        if self.neighbour_score_ is None:
+            raise ValueError("code_distance needs a detector fitted with code_weight > 0")
+        return self.neighbour_score_.distances(self._codes(X)).numpy()
 
     def score_samples(self, X):
-        """Minus the reconstruction error of each row: higher is more normal (scikit-learn's direction)."""
-        return -self.reconstruction_error(X)
+        """Minus the score of each row: higher is more normal (scikit-learn's direction)."""
+        X = self._checked(X)
+        errors = self._errors(X)
+        if self.neighbour_score_ is None:
+            return -errors
+        nearest = self.neighbour_score_.distances(self._codes(X))
+        return -self.neighbour_score_(torch.from_numpy(errors), nearest).numpy()
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for an outlier, positive for an inlier."""
         return self.score_samples(X) - self.offset_
 
     def predict(self, X):
-        """+1 for an inlier, -1 for an outlier (a row whose error is above ``threshold_``)."""
+        """+1 for an inlier, -1 for an outlier (a row whose score is above ``threshold_``)."""
         return np.where(self.decision_function(X) < 0, -1, 1)
