@@ -75,17 +75,19 @@ CODE_WEIGHTS = (0.5, 1.0, 2.0, 4.0)
 def candidates(seed: int) -> dict[str, dict[str, object]]:
     """Each family's candidates, as fitters: a function of the training rows returning
     ``{candidate name: scorer}``, a scorer mapping rows to abnormality (higher = more abnormal).
-    An autoencoder is fitted once and scored both ways: by the detector (squared error) and by
-    its own ``score_samples`` (minus its loss, the cross-entropy)."""
+    An autoencoder is fitted once (seeded by ``seed``) and scored every way: by the detector's
+    squared error, by its own ``score_samples`` (minus its loss, the cross-entropy), and by the
+    squared error plus w times the code distance for each w of :data:`CODE_WEIGHTS`."""
     def autoencoder(name, make):
         def fit(x):
             detector = AutoencoderOutlierDetector(make(), anomaly_score="squared-error", code_weight=1.0,
                                                   n_neighbors=ANOMALY_NEIGHBORS).fit(x)
-            scorers = {f"{name} squared-error": detector.reconstruction_error,
+            parts = _Parts(detector)
+            scorers = {f"{name} squared-error": lambda rows: parts(rows)[0],
                        f"{name} cross-entropy": lambda rows: -detector.autoencoder_.score_samples(rows)}
             for w in CODE_WEIGHTS:  # the same errors and distances, weighed as dae.anomaly.NeighbourScore does
                 scorers[f"{name} squared-error + {w:g} x code distance"] = (
-                    lambda rows, w=w: _weighed(detector, rows, w))
+                    lambda rows, w=w: _weighed(detector, *parts(rows), w))
             return scorers
         return fit
 
@@ -120,11 +122,23 @@ def candidates(seed: int) -> dict[str, dict[str, object]]:
     }
 
 
-def _weighed(detector, rows, weight: float) -> np.ndarray:
-    """The detector's score of ``rows`` had it been fitted with ``code_weight=weight`` (the parts
-    do not depend on it): its standardised error plus ``weight`` times its standardised distance."""
-    e, d = detector.neighbour_score_.parts(torch.from_numpy(detector.reconstruction_error(rows)),
-                                           torch.from_numpy(detector.code_distance(rows)))
+class _Parts:
+    """A fitted detector's reconstruction errors and code distances of each array of rows asked for
+    (the validation and the test rows), kept so that each weight does not compute them again."""
+
+    def __init__(self, detector):
+        self.detector, self.known = detector, {}
+
+    def __call__(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if id(rows) not in self.known:  # the array is kept with its parts, so its id is not reused
+            self.known[id(rows)] = rows, (self.detector.reconstruction_error(rows), self.detector.code_distance(rows))
+        return self.known[id(rows)][1]
+
+
+def _weighed(detector, errors: np.ndarray, distances: np.ndarray, weight: float) -> np.ndarray:
+    """The score of rows with these ``errors`` and code ``distances`` had ``detector`` been fitted with
+    ``code_weight=weight`` (the standardised parts do not depend on it)."""
+    e, d = detector.neighbour_score_.parts(torch.from_numpy(errors), torch.from_numpy(distances))
     return (e + weight * d).numpy()
 
 
@@ -167,6 +181,7 @@ def run_class(k: int, seed: int, data, families, out: Path) -> None:
     valid = np.concatenate([normal_valid, made_anomalies(normal_valid, rng)])
     is_normal = np.arange(len(valid)) < len(normal_valid)
     train = x_train[y_train == k]
+    x_test = data.test.x.numpy()
     result = {"class": k, "seed": seed, "n_train": len(train), "validation_auroc": {}, "fit_seconds": {}}
     test_scores = {}
     for family in families.values():
@@ -177,7 +192,7 @@ def run_class(k: int, seed: int, data, families, out: Path) -> None:
             for name, scorer in scorers.items():
                 result["fit_seconds"][name] = seconds
                 result["validation_auroc"][name] = auroc(is_normal, scorer(valid))
-                test_scores[name] = scorer(data.test.x.numpy())
+                test_scores[name] = scorer(x_test)
     buffer = io.BytesIO()
     np.savez(buffer, **test_scores)
     write_bytes(out / f"class{k}-seed{seed}.npz", buffer.getvalue())

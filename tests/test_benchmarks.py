@@ -84,5 +84,8 @@ def test_one_class_weighs_the_code_distance_as_the_detector_does(monkeypatch):
     def detector(w):
         return AutoencoderOutlierDetector(DAETransformer(n_hidden=4, n_epochs=3, random_state=0), code_weight=w).fit(X)
     fitted = detector(1.0)
+    parts = script._Parts(fitted)
     for w in script.CODE_WEIGHTS:
-        np.testing.assert_allclose(script._weighed(fitted, rows, w), -detector(w).score_samples(rows), rtol=1e-10)
+        np.testing.assert_allclose(script._weighed(fitted, *parts(rows), w), -detector(w).score_samples(rows),
+                                   rtol=1e-10)
+    np.testing.assert_array_equal(parts(rows)[0], fitted.reconstruction_error(rows))

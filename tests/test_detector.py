@@ -15,7 +15,7 @@ from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
 import dae.anomaly  # noqa: E402
 import dae.sklearn  # noqa: E402
-from dae import DenoisingAutoencoder, load_model  # noqa: E402
+from dae import DenoisingAutoencoder, load_model, save_model  # noqa: E402
 from dae.anomaly import SCORES, TUKEY_FENCE, reconstruction_errors, threshold_from_contamination  # noqa: E402
 from dae.cli import main  # noqa: E402
 from dae.config import ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE  # noqa: E402
@@ -159,6 +159,8 @@ def test_pyod_and_scikit_learn_directions_are_opposite_and_consistent(X, code_we
     order = np.argsort(scores)
     assert (np.diff(abnormal[order]) <= 0).all()  # a decreasing function of the scikit-learn score
     np.testing.assert_allclose(abnormal, -scores)
+    if code_weight == 0:
+        np.testing.assert_allclose(detector.reconstruction_error(X), abnormal)
     assert detector.threshold_ == -detector.offset_
     np.testing.assert_array_equal(detector.labels_, (abnormal > detector.threshold_).astype(int))
     np.testing.assert_array_equal(detector.labels_, (detector.predict(X) == -1).astype(int))
@@ -173,19 +175,28 @@ def test_the_detectors_per_feature_errors_sum_to_its_errors(X, score):
     np.testing.assert_allclose(per_feature.sum(axis=1), detector.reconstruction_error(X[:20]))
 
 
+def nearest_distances(codes, reference, k):
+    """The mean distance from each code to its k nearest reference codes, a code's own (or its copy's,
+    within a millionth of the norms) left out, by numpy alone."""
+    d = np.linalg.norm(codes[:, None] - reference[None], axis=2)
+    norms = np.linalg.norm(codes, axis=1)[:, None] + np.linalg.norm(reference, axis=1)[None]
+    nearest = np.sort(np.where(d <= 1e-6 * norms, np.inf, d), axis=1)[:, :k]
+    found = np.isfinite(nearest)  # fewer than k other codes: the mean of those there are
+    return np.where(found, nearest, 0).sum(axis=1) / np.maximum(found.sum(axis=1), 1)
+
+
 def expected_score(detector, X, rows, weight, k):
     """The score by its definition, from the transformer's public API and numpy alone: the error and the mean
     distance of the code to its k nearest training codes, each standardised by the training rows'."""
     def parts(x):
         reconstruction = detector.autoencoder_.inverse_transform(detector.autoencoder_.transform(x))
         codes, reference = detector.autoencoder_.transform(x), detector.autoencoder_.transform(X)
-        distances = np.sort(np.linalg.norm(codes[:, None] - reference[None], axis=2), axis=1)[:, :k].mean(axis=1)
-        return ((x - reconstruction) ** 2).sum(axis=1), distances
+        return ((x - reconstruction) ** 2).sum(axis=1), nearest_distances(codes, reference, k)
     (e0, d0), (e, d) = parts(X), parts(rows)
     return (e - e0.mean()) / e0.std() + weight * (d - d0.mean()) / d0.std()
 
 
-@pytest.mark.parametrize("weight, k", [(0.5, 2), (2.0, 7)])
+@pytest.mark.parametrize("weight, k", [(0.5, 1), (2.0, 7)])
 def test_the_code_distance_is_added_to_the_error_each_standardised(X, weight, k):
     detector = AutoencoderOutlierDetector(small_da(), code_weight=weight, n_neighbors=k, contamination=0.1).fit(X)
     rows = np.clip(X[:30] + 0.2, 0, 1)
@@ -199,9 +210,50 @@ def test_the_neighbour_score_of_identical_reference_rows_divides_by_no_zero():
     typical = dae.anomaly.NeighbourScore(torch.ones(4), torch.zeros(4, 2), 1.0, 2)  # deviations 0: scale 1
     assert torch.equal(typical.reference_scores, torch.zeros(4, dtype=torch.float64))
     row = typical(torch.tensor([3.0]), typical.distances(torch.tensor([[3.0, 4.0]])))  # error 3, distance 5
-    assert row.item() == pytest.approx((3.0 - 1.0) + 1.0 * (5.0 - 0.0))
-    with pytest.raises(ValueError, match="n_neighbors must be in 1..4"):
-        dae.anomaly.neighbour_distances(torch.zeros(1, 2), torch.zeros(4, 2), 5)
+    assert row.item() == pytest.approx((3.0 - 1.0) / 1e-6 + 1.0 * (5.0 - 0.0))  # errors' scale: 1e-6 x mean
+    with pytest.raises(ValueError, match="needs more than 4 reference rows"):
+        dae.anomaly.NeighbourScore(torch.ones(4), torch.zeros(4, 2), 1.0, 4)
+
+
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_contamination_flags_about_that_fraction_of_new_rows_like_the_training_rows(weight):
+    """The threshold is set on the training rows' scores, each leaving the row out of its own neighbours,
+    so that new rows from the same distribution are flagged about as often: counting a training row
+    among its own neighbours (at distance 0) would lower its score and flag far more new rows."""
+    rng = np.random.default_rng(3)
+    prototypes = rng.random((4, 12))
+    def draw(n):
+        return np.clip(prototypes[rng.integers(0, 4, n)] + 0.1 * rng.standard_normal((n, 12)), 0, 1)
+    detector = AutoencoderOutlierDetector(small_da(), code_weight=weight, contamination=0.1).fit(draw(600))
+    flagged = (detector.predict(draw(2000)) == -1).mean()
+    assert 0.06 <= flagged <= 0.14, flagged
+
+
+def test_repeated_training_rows_are_not_their_own_neighbours_and_do_not_blow_the_scale_up(X):
+    repeated = np.repeat(X[:30], 10, axis=0)  # 30 rows, 10 copies each
+    detector = AutoencoderOutlierDetector(small_da(), code_weight=2.0, n_neighbors=5).fit(repeated)
+    scores = detector.decision_scores_.reshape(30, 10)
+    np.testing.assert_allclose(scores, scores[:, :1].repeat(10, axis=1), atol=1e-9)  # copies score alike
+    assert np.abs(scores).max() < 10  # standard deviations: no rounding noise blown up
+    np.testing.assert_allclose(detector.code_distance(X[:30]), detector.neighbour_score_.distances(
+        torch.from_numpy(detector.autoencoder_.transform(X[:30]))).numpy(), rtol=1e-9)
+    identical = AutoencoderOutlierDetector(small_da(), code_weight=2.0, n_neighbors=5).fit(np.repeat(X[:1], 20, 0))
+    assert np.isfinite(identical.decision_scores_).all()
+
+
+def test_distances_are_the_same_computed_in_chunks(monkeypatch):
+    rng = np.random.default_rng(0)
+    points, reference = torch.from_numpy(rng.random((37, 4))), torch.from_numpy(rng.random((50, 4)))
+    whole = dae.anomaly.neighbour_distances(points, reference, 3)
+    monkeypatch.setattr(dae.anomaly, "DISTANCE_PAIRS", 120)  # chunks of 2 rows
+    np.testing.assert_allclose(dae.anomaly.neighbour_distances(points, reference, 3), whole, rtol=1e-12)
+    np.testing.assert_allclose(whole, nearest_distances(points.numpy(), reference.numpy(), 3), rtol=1e-9)
+    copies = torch.cat([reference, reference[:5], points[:2]])  # rows with copies, points in the reference
+    for k in (3, len(copies)):  # (k = all the reference rows: the path for every row)
+        np.testing.assert_allclose(dae.anomaly.neighbour_distances(points, copies, k),
+                                   nearest_distances(points.numpy(), copies.numpy(), k), rtol=1e-9)
+        np.testing.assert_allclose(dae.anomaly.neighbour_distances(reference, copies, k),
+                                   nearest_distances(reference.numpy(), copies.numpy(), k), rtol=1e-9)
 
 
 def test_code_weight_zero_scores_by_the_reconstruction_error_alone(X):
@@ -278,9 +330,10 @@ def test_fit_clones_the_autoencoder_and_ignores_y(X):
     ({"code_weight": -1.0}, "code_weight must be a finite number >= 0"),
     ({"code_weight": float("nan")}, "code_weight must be a finite number >= 0"),
     ({"code_weight": "yes"}, "code_weight must be a finite number >= 0"),
-    ({"n_neighbors": 1}, "n_neighbors must be an integer >= 2"),
-    ({"n_neighbors": 2.5}, "n_neighbors must be an integer >= 2"),
-    ({"n_neighbors": 201}, "needs at least 201 training rows"),
+    ({"n_neighbors": 0}, "n_neighbors must be a positive integer"),
+    ({"n_neighbors": 2.5}, "n_neighbors must be a positive integer"),
+    ({"n_neighbors": "five", "code_weight": 0}, "n_neighbors must be a positive integer"),
+    ({"n_neighbors": 200}, "needs more than 200 reference rows, got n_samples = 200"),
     ({"anomaly_score": "cross-entropy", "autoencoder": small_da(loss="squared-error")}, "loss='cross-entropy'"),
 ])
 def test_bad_settings_are_refused_in_fit(X, params, message):
@@ -464,9 +517,10 @@ def test_score_takes_a_deep_autoencoder(tmp_path, images, capsys):
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_score_adds_the_distance_to_the_reference_codes_as_the_detector_does(tmp_path, images, capsys, split):
+def test_score_adds_the_distance_to_the_reference_codes_by_its_definition(tmp_path, images, capsys, split):
     """The score of --code-weight W --neighbors K, by its definition in numpy: the error and the mean distance
-    to the K nearest codes of the training split, each standardised by the training split's."""
+    to the K nearest codes of the training split (a row's own left out), each standardised by the training
+    split's."""
     data = np.load(images / "data.npz")
     model = load_model(images / "model")
     def parts(rows):
@@ -474,9 +528,7 @@ def test_score_adds_the_distance_to_the_reference_codes_as_the_detector_does(tmp
         with torch.no_grad():
             return ((x - model.reconstruct(x)) ** 2).sum(dim=1).double().numpy(), model.encode(x).double().numpy()
     (e0, c0), (e, c) = parts(data["x_train"]), parts(data[f"x_{split}"])
-    def distances(codes):
-        return np.sort(np.linalg.norm(codes[:, None] - c0[None], axis=2), axis=1)[:, :3].mean(axis=1)
-    d0, d = distances(c0), distances(c)
+    d0, d = nearest_distances(c0, c0, 3), nearest_distances(c, c0, 3)
     expected = (e - e0.mean()) / e0.std() + 2.5 * (d - d0.mean()) / d0.std()
     code, stdout, err = run(capsys, "score", "--model", images / "model", "--data", images / "data.npz",
                             "--split", split, "--code-weight", 2.5, "--neighbors", 3, "--contamination", 0.1,
@@ -510,8 +562,8 @@ MISTAKES = [
     (["--score", "absolute-error"], "--score: invalid choice"),
     (["--code-weight", "-1"], "--code-weight: expected a non-negative number, got '-1'"),
     (["--code-weight", "inf"], "--code-weight: expected a non-negative number"),
-    (["--neighbors", "1"], "--neighbors: expected an integer >= 2, got '1'"),
-    (["--neighbors", "241"], "--neighbors 241: the training split of {data} has only 240 rows"),
+    (["--neighbors", "0"], "--neighbors: expected a positive integer, got '0'"),
+    (["--neighbors", "240"], "needs more than 240 reference rows, and the training split of {data} has 240"),
     (["--per-feature", "{tmp}/pf.csv"], "--per-feature {tmp}/pf.csv: the file name must end in .npy"),
     (["--per-feature", "{tmp}/no/pf.npy"], "no such folder"),
     (["--per-feature", "{tmp}/taken.npy"], "already exists"),
@@ -532,6 +584,21 @@ def other_models(tmp_path_factory, images):
     assert main(["sda", "--data", str(folder / "labelled.npz"), "--hidden", "4", "--pretrain-epochs", "1",
                  "--finetune-epochs", "1", "--batch-size", "20", "--quiet", "--out", str(folder / "sda")]) == 0
     return folder
+
+
+def test_score_gives_the_scores_and_outliers_of_the_detector_for_the_same_model(tmp_path, images, capsys):
+    data = np.load(images / "data.npz")
+    x_train, x_test = data["x_train"].reshape(240, 36), data["x_test"].reshape(60, 36)
+    detector = AutoencoderOutlierDetector(small_da(), code_weight=1.5, n_neighbors=4, contamination=0.1).fit(x_train)
+    save_model(detector.autoencoder_.model_, tmp_path / "model")
+    code, stdout, err = run(capsys, "score", "--model", tmp_path / "model", "--data", images / "data.npz",
+                            "--split", "test", "--code-weight", 1.5, "--neighbors", 4, "--contamination", 0.1,
+                            "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    table = np.load(tmp_path / "s.npy")
+    np.testing.assert_allclose(table["score"], -detector.score_samples(x_test), atol=1e-4)  # float32 against 64
+    assert json.loads(stdout)["threshold"] == pytest.approx(detector.threshold_, abs=1e-4)
+    np.testing.assert_array_equal(table["outlier"] == 1, detector.predict(x_test) == -1)
 
 
 @pytest.mark.parametrize("weight", [0, 1])

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dae import load_mnist
 from dae.cli import build_parser
@@ -89,8 +88,11 @@ def test_the_detector_example_runs_on_a_small_setting():
     errors, per_pixel = ns["errors"], ns["per_pixel"]
     assert set(ns["labels"].tolist()) <= {-1, 1} and per_pixel.shape == (50, 784)
     assert np.allclose(per_pixel.sum(axis=1), errors) and ns["distances"].shape == (50,)
-    detector, typical = ns["detector"], ns["detector"].neighbour_score_
-    assert np.allclose(ns["normality"], -typical(torch.from_numpy(errors), torch.from_numpy(ns["distances"])).numpy())
+    detector, X_normal = ns["detector"], mnist.train.x[:200].numpy()
+    e0, d0 = detector.reconstruction_error(X_normal), detector.code_distance(X_normal)  # the training rows'
+    w = detector.code_weight
+    expected = (errors - e0.mean()) / e0.std() + w * (ns["distances"] - d0.mean()) / d0.std()
+    assert np.allclose(ns["normality"], -expected)
     assert np.array_equal(ns["margin"] < 0, ns["labels"] == -1)
     assert detector.code_weight == ANOMALY_CODE_WEIGHT and ns["plain"].code_weight == 0
     assert ns["deep"].get_params()["autoencoder__hidden_layer_sizes"] == (256, 64, 16)

@@ -30,10 +30,12 @@ w > 0 a row's score is
     (e - mean(e_ref)) / sd(e_ref)  +  w (d - mean(d_ref)) / sd(d_ref),
 
 e its reconstruction error, d the mean Euclidean distance from its code to the codes of its k
-nearest reference rows (the k-nearest-neighbour score of Ramaswamy et al. 2000, as PyOD's
+nearest reference rows (the k-nearest-neighbour "weight" of Angiulli & Pizzuti 2002, PyOD's
 ``KNN(method="mean")``, here in the autoencoder's code space), and e_ref, d_ref those of the
-reference rows (the training rows, each scored as any other row: its own code is one of its k
-nearest, so that a training row's score is the same whether it is scored in ``fit`` or later).
+reference rows (the training rows), each leaving itself out of its own neighbours, as PyOD
+does for its training rows.  A reference row is never its own neighbour, whether it is scored
+in ``fit`` or later (:func:`neighbour_distances`), so the training rows' scores are those
+``predict`` gives them, as scikit-learn requires, and are not lowered by a zero distance.
 Both parts are standardised by the reference rows so that w weighs them in comparable units.
 The default w and k are :data:`dae.config.ANOMALY_CODE_WEIGHT` and :data:`dae.config.ANOMALY_NEIGHBORS`.
 """
@@ -51,6 +53,11 @@ from .config import EVAL_ROWS
 # Pairwise distances are computed for at most this many (row, reference row) pairs at a time
 # (2^24 float64 values: 128 MB).
 DISTANCE_PAIRS = 2**24
+
+# Two codes closer than this times the sum of their norms are the same code (a row's own, or a
+# copy's): rounding leaves float64 codes and their distances about 1e-8 of the norms apart
+# (measured: 4e-8 for equal codes of 30 and 500 values by torch.cdist's matrix products).
+SAME_CODE = 1e-6
 
 SCORES = ("squared-error", "cross-entropy")
 
@@ -129,32 +136,70 @@ def _by_chunks(model, f, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def neighbour_distances(points: torch.Tensor, reference: torch.Tensor, n_neighbors: int) -> torch.Tensor:
     """The mean Euclidean distance from each row of ``points`` to its ``n_neighbors`` nearest rows of
-    ``reference``, shape (n,), in float64."""
-    if not 1 <= n_neighbors <= len(reference):
-        raise ValueError(f"n_neighbors must be in 1..{len(reference)} (the reference rows), got {n_neighbors}")
-    reference = reference.double()
+    ``reference`` among those that differ from it, shape (n,), in float64.
+
+    A reference row with the point's own code is not its neighbour: so a reference row's own
+    distance leaves the row itself out (and any copy of it), and a new row that copies a reference
+    row is scored as that row is.  Codes closer than :data:`SAME_CODE` times the sum of their norms
+    count as the same code: the rounding of a code (computed with other rows, or of the distance,
+    computed by matrix products) leaves the same code a little apart.  Where fewer than
+    ``n_neighbors`` reference rows have another code than a point, the mean is over those that do
+    (0 where none does).
+    """
+    check_n_neighbors(n_neighbors, len(reference) + 1)
+    reference, points = reference.double(), points.double()
+    reference_norms = reference.norm(dim=1)
     chunk = max(1, DISTANCE_PAIRS // len(reference))
-    return torch.cat([torch.cdist(rows.double(), reference).topk(n_neighbors, dim=1, largest=False).values.mean(dim=1)
-                      for rows in points.split(chunk)])
+    k, out = n_neighbors, []
+    for rows in points.split(chunk):
+        d, norms = torch.cdist(rows, reference), rows.norm(dim=1)
+        if k < len(reference):  # the k + 1 nearest hold the k wanted unless more than the first is the row's code
+            nearest, index = d.topk(k + 1, dim=1, largest=False)
+            same = nearest <= SAME_CODE * (norms[:, None] + reference_norms[index])
+            result = torch.where(same[:, :1], nearest[:, 1:], nearest[:, :k]).mean(dim=1)
+            many = same[:, 1:].any(dim=1)
+        else:
+            result, many = torch.empty(len(rows), dtype=d.dtype), torch.ones(len(rows), dtype=torch.bool)
+        if many.any():  # rows with copies among the reference rows: leave every copy out
+            d = d[many]
+            d[d <= SAME_CODE * (norms[many][:, None] + reference_norms[None, :])] = torch.inf
+            nearest = d.topk(k, dim=1, largest=False).values
+            found = torch.isfinite(nearest)
+            result[many] = nearest.where(found, 0.0).sum(dim=1) / found.sum(dim=1).clamp_min(1)
+        out.append(result)
+    return torch.cat(out)
+
+
+def check_n_neighbors(n_neighbors, n_reference: int | None = None) -> None:
+    """Raise ValueError unless ``n_neighbors`` is a positive integer, and below ``n_reference`` where
+    given (a reference row has that many others)."""
+    if not (isinstance(n_neighbors, (int, np.integer)) and not isinstance(n_neighbors, bool) and n_neighbors >= 1):
+        raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}")
+    if n_reference is not None and n_neighbors >= n_reference:
+        raise ValueError(f"n_neighbors={n_neighbors} needs more than {n_neighbors} reference rows, "
+                         f"got n_samples = {n_reference}")
 
 
 class NeighbourScore:
     """The anomaly score that adds the distance to the typical codes to the reconstruction error
     (see the module's docstring), fitted on reference rows: their ``errors`` (n,) and ``codes`` (n, c).
 
-    ``reference_scores`` holds the reference rows' own scores; ``parts(e, d)`` the two standardised
-    parts of any rows' errors and distances; calling it, their score.
+    ``reference_scores`` holds the reference rows' own scores (each one's distance leaving it out);
+    ``parts(e, d)`` the two standardised parts of any rows' errors and distances; calling it, their
+    score.
     """
 
     def __init__(self, errors: torch.Tensor, codes: torch.Tensor, weight: float, n_neighbors: int):
         check_code_weight(weight)
+        check_n_neighbors(n_neighbors, len(codes))
         if len(errors) != len(codes):
             raise ValueError(f"{len(errors)} errors but {len(codes)} codes")
-        self.weight, self.n_neighbors, self.codes = float(weight), n_neighbors, codes.double()
+        self.weight, self.n_neighbors, self.codes = float(weight), int(n_neighbors), codes.double()
         distances = self.distances(self.codes)
         errors = errors.double()
-        self.error_mean, self.error_scale = _mean_and_scale(errors)
-        self.distance_mean, self.distance_scale = _mean_and_scale(distances)
+        self.error_mean, self.error_scale = _mean_and_scale(errors, float(errors.abs().mean()))
+        code_size = float(self.codes.pow(2).sum(dim=1).mean().sqrt())  # the codes' root mean square norm
+        self.distance_mean, self.distance_scale = _mean_and_scale(distances, code_size)
         self.reference_scores = self(errors, distances)
 
     def distances(self, codes: torch.Tensor) -> torch.Tensor:
@@ -171,13 +216,14 @@ class NeighbourScore:
         return e + self.weight * d
 
 
-def _mean_and_scale(values: torch.Tensor) -> tuple[float, float]:
-    """The mean and standard deviation of ``values`` (a deviation of 0, from identical values,
-    counts as 1, so that standardising never divides by zero)."""
+def _mean_and_scale(values: torch.Tensor, size: float) -> tuple[float, float]:
+    """The mean and standard deviation of ``values``, whose typical magnitude is ``size``.  A deviation
+    below a millionth of ``size`` is rounding, not spread: it counts as that millionth (as 1 where
+    ``size`` is 0), so that standardising neither divides by zero nor blows rounding up."""
     if not torch.isfinite(values).all():
         raise ValueError("the reference rows' errors or codes are not all finite")
-    deviation = float(values.std(correction=0))
-    return float(values.mean()), deviation if deviation > 0 else 1.0
+    floor = 1e-6 * size if size > 0 else 1.0
+    return float(values.mean()), max(float(values.std(correction=0)), floor)
 
 
 def check_code_weight(weight) -> None:

@@ -75,7 +75,6 @@ fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 seed = _number(int, lambda v: 0 <= v < 2**63, "a non-negative integer seed")
 non_negative = _number(float, lambda v: v >= 0, "a non-negative number")
 probability = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
-neighbours = _number(int, lambda v: v >= 2, "an integer >= 2")
 
 
 def contamination(text: str):
@@ -317,7 +316,8 @@ def build_parser() -> Parser:
     _add_options(deep_p, DEEP_OPTIONS, DeepRunConfig())
     deep_p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     for name, text in (("encode", "write the features (codes) of each row of a data set"),
-                       ("score", "write the reconstruction error of each row: an anomaly score")):
+                       ("score", "write an anomaly score for each row: its reconstruction error and the distance "
+                                 "from its code to typical codes")):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("--model", required=True, metavar="DIR",
                        help="a model folder written by dae train, dae sda, dae ladder or dae deep" if name == "encode"
@@ -349,8 +349,9 @@ def _score_options(p: Parser) -> None:
                         "(--reference): the score is then the error standardised by the reference rows' errors "
                         "plus W times the mean distance to the --neighbors nearest reference codes, standardised "
                         "likewise; 0: the reconstruction error alone (default: %(default)s)")
-    p.add_argument("--neighbors", type=neighbours, default=ANOMALY_NEIGHBORS, metavar="K",
-                   help="with --code-weight: the nearest reference codes a row's distance is measured to "
+    p.add_argument("--neighbors", type=positive_int, default=ANOMALY_NEIGHBORS, metavar="K",
+                   help="with --code-weight: how many of the nearest reference codes a row's distance is measured "
+                        "to, fewer than the reference rows (a reference row is not its own neighbour) "
                         "(default: %(default)s)")
     p.add_argument("--contamination", type=contamination, metavar="Q|auto",
                    help="also flag outliers: the rows scored above the threshold that flags a fraction Q in (0, 0.5] "
@@ -359,8 +360,9 @@ def _score_options(p: Parser) -> None:
                         "score,outlier, a .npy a structured array with fields score and outlier")
     p.add_argument("--reference", metavar="PATH",
                    help="typical data, e.g. what the model was trained on, whose training split holds the codes "
-                        "of --code-weight and sets the threshold of --contamination (default: the training split "
-                        "of --data)")
+                        "of --code-weight and sets the threshold of --contamination; without it, a file of rows "
+                        "to score is its own reference, each row compared with the others "
+                        "(default: the training split of --data)")
     p.add_argument("--per-feature", metavar="FILE",
                    help="also write each feature's error to a new .npy (rows x features; a row sums to its "
                         "reconstruction error, its score with --code-weight 0), and for images a picture "
@@ -492,12 +494,14 @@ def run_score(args: argparse.Namespace) -> int:
         if not torch.isfinite(reference).all():
             raise UsageError(f"the scores of {where} (the reference rows) are not all finite")
         if args.code_weight > 0:
-            if args.neighbors > len(rows):
-                raise UsageError(f"--neighbors {args.neighbors}: {where} has only {len(rows)} rows")
-            try:
-                typical = NeighbourScore(reference, codes(model, rows), args.code_weight, args.neighbors)
-            except ValueError:  # codes that are not all finite
-                raise UsageError(f"the codes of {where} (the reference rows) are not all finite") from None
+            if args.neighbors >= len(rows):
+                raise UsageError(f"--code-weight {args.code_weight} with --neighbors {args.neighbors} needs more than "
+                                 f"{args.neighbors} reference rows, and {where} has {len(rows)}: pass --reference "
+                                 f"with typical data, a smaller --neighbors, or --code-weight 0")
+            reference_codes = codes(model, rows)
+            if not torch.isfinite(reference_codes).all():
+                raise UsageError(f"the codes of {where} (the reference rows) are not all finite")
+            typical = NeighbourScore(reference, reference_codes, args.code_weight, args.neighbors)
             reference = typical.reference_scores
             scores = reference if rows is x else typical(scores, typical.distances(codes(model, x)))
             summary["neighbors"] = args.neighbors

@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .anomaly import (NeighbourScore, check_code_weight, check_contamination, check_score, codes,
+from .anomaly import (NeighbourScore, check_code_weight, check_contamination, check_n_neighbors, check_score, codes,
                       reconstruction_errors, threshold_from_contamination)
 from .autoencoder import DenoisingAutoencoder
 from .config import (ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, SDA_PRESETS, VALIDATION_FRACTION, DeepRunConfig, LadderRunConfig, TrainRunConfig,
@@ -632,7 +632,8 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
     ``anomaly_score`` (:func:`dae.anomaly.reconstruction_errors`); with a weight w > 0, the error
     standardised by the training rows' errors plus w times the mean distance from the row's code
     to its ``n_neighbors`` nearest training codes, standardised likewise
-    (:class:`dae.anomaly.NeighbourScore`).  A row whose score is above ``threshold_`` is an
+    (:class:`dae.anomaly.NeighbourScore`; the k-nearest-neighbour weight of [Angiulli02] in the
+    code space; a training row is not its own neighbour).  A row whose score is above ``threshold_`` is an
     outlier.  The threshold comes from ``contamination``
     (:func:`dae.anomaly.threshold_from_contamination`): a fraction q flags the q n worst of the n
     training rows (within one, fewer where scores tie), as ``IsolationForest`` does; "auto" is
@@ -680,8 +681,8 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
         The weight w of the distance to the training codes (0: the reconstruction error alone);
         the default is ``dae score``'s, chosen by ``benchmarks/one_class.py``.
     n_neighbors : int, default=dae.config.ANOMALY_NEIGHBORS
-        k, the training codes a row's distance is measured to; 2 to n_samples (a training row's
-        own code is one of its k nearest: with k = 1 every training row would be at distance 0).
+        k, the training codes a row's distance is measured to; 1 to n_samples - 1 (a training row
+        is not its own neighbour).
     contamination : "auto" or float in (0, 0.5], default="auto"
         The expected fraction of outliers among the training rows, or "auto" (Tukey's fence).
 
@@ -693,8 +694,8 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
     threshold_ : float
         The score above which a row is an outlier (PyOD).
     decision_scores_ : ndarray of shape (n_samples,)
-        The score of each training row, higher = more abnormal (PyOD): ``-score_samples(X)``, so
-        a training row's own code is one of its nearest training codes.
+        The score of each training row, higher = more abnormal (PyOD); ``-score_samples(X)``
+        (a training row is not its own neighbour, in ``fit`` or later).
     labels_ : ndarray of shape (n_samples,)
         1 for a training row above the threshold, else 0 (PyOD).
     neighbour_score_ : dae.anomaly.NeighbourScore or None
@@ -713,8 +714,7 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
     References
     ----------
     [Tukey77] J. W. Tukey. Exploratory Data Analysis. Addison-Wesley (1977).
-    [Ramaswamy00] S. Ramaswamy, R. Rastogi, K. Shim. Efficient algorithms for mining outliers from
-        large data sets. SIGMOD (2000).
+    [Angiulli02] F. Angiulli, C. Pizzuti. Fast outlier detection in high dimensional spaces. PKDD (2002).
     """
 
     def __init__(self, autoencoder=None, anomaly_score=ANOMALY_SCORE, code_weight=ANOMALY_CODE_WEIGHT,
@@ -731,14 +731,7 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
         check_score(self.anomaly_score)
         check_code_weight(self.code_weight)
         check_contamination(self.contamination)
-        if self.code_weight > 0:
-            if not (isinstance(self.n_neighbors, (int, np.integer)) and not isinstance(self.n_neighbors, bool)
-                    and self.n_neighbors >= 2):
-                raise ValueError(f"n_neighbors must be an integer >= 2 (a training row's own code is one of its "
-                                 f"nearest), got {self.n_neighbors!r}")
-            if self.n_neighbors > len(X):
-                raise ValueError(f"n_neighbors={self.n_neighbors} needs at least {self.n_neighbors} training "
-                                 f"rows, got n_samples = {len(X)}")
+        check_n_neighbors(self.n_neighbors, len(X) if self.code_weight > 0 else None)
         autoencoder = DAETransformer() if self.autoencoder is None else clone(self.autoencoder)
         loss = autoencoder.get_params().get("loss", "cross-entropy")
         if self.anomaly_score == "cross-entropy" and loss != "cross-entropy":
