@@ -197,7 +197,8 @@ def run_class(k: int, seed: int, data, families, out: Path) -> None:
     np.savez(buffer, **test_scores)
     write_bytes(out / f"class{k}-seed{seed}.npz", buffer.getvalue())
     write_text(out / f"class{k}-seed{seed}.json", json.dumps(result, indent=1))
-    print(f"class {k} seed {seed} (validation): " + ", ".join(f"{n} {v:.1f}" for n, v in result["validation_auroc"].items()),
+    print(f"class {k} seed {seed} (validation): "
+          + ", ".join(f"{n} {v:.1f}" for n, v in result["validation_auroc"].items()),
           flush=True)
 
 
@@ -280,7 +281,8 @@ def main() -> None:
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     write_bytes(out / "one_class_roc.png", buffer.getvalue())
     write_text(out / "one_class.json", json.dumps({
-        "seeds": seeds, "chosen": chosen, "validation_auroc_mean": {n: statistics.mean(v) for n, v in valid_auc.items()},
+        "seeds": seeds, "chosen": chosen,
+        "validation_auroc_mean": {n: statistics.mean(v) for n, v in valid_auc.items()},
         "test_auroc_per_class_mean_over_seeds": test_auc, "test_auroc_mean_sd_over_seeds": spread,
         "deep_svdd_published": DEEP_SVDD, "fit_seconds_ten_classes": seconds, "torch": torch.__version__}, indent=1))
     print(f"\nwrote {out / 'one_class.json'} and {out / 'one_class_roc.png'}")

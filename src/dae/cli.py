@@ -31,8 +31,8 @@ from . import __version__
 from .anomaly import (SCORES, NeighbourScore, check_contamination, codes, reconstruction_errors,
                       threshold_from_contamination)
 from .autoencoder import ACTIVATIONS, LOSSES, DenoisingAutoencoder
-from .config import (ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, EVAL_ROWS, OPTIMIZERS, SCHEDULES, SDA_PRESETS, ConfigError, DeepRunConfig,
-                     LadderRunConfig, TrainRunConfig, load_config_file, merge)
+from .config import (ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, EVAL_ROWS, OPTIMIZERS, SCHEDULES,
+                     SDA_PRESETS, ConfigError, DeepRunConfig, LadderRunConfig, TrainRunConfig, load_config_file, merge)
 from .deep import CODE_ACTIVATIONS, DeepAutoencoder
 from .corruption import NOISES
 from .data import DataError, is_image_folder, load_data

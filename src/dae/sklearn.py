@@ -45,8 +45,8 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .anomaly import (NeighbourScore, check_code_weight, check_contamination, check_n_neighbors, check_score, codes,
                       reconstruction_errors, threshold_from_contamination)
 from .autoencoder import DenoisingAutoencoder
-from .config import (ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, SDA_PRESETS, VALIDATION_FRACTION, DeepRunConfig, LadderRunConfig, TrainRunConfig,
-                     merge)
+from .config import (ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, SDA_PRESETS, VALIDATION_FRACTION,
+                     DeepRunConfig, LadderRunConfig, TrainRunConfig, merge)
 from .deep import DeepAutoencoder
 from .distributed import resolve_device
 from .data import UNLABELLED, Dataset, Split, hold_out_labelled, semi_supervised_splits, split_validation
@@ -633,8 +633,8 @@ class AutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
     standardised by the training rows' errors plus w times the mean distance from the row's code
     to its ``n_neighbors`` nearest training codes, standardised likewise
     (:class:`dae.anomaly.NeighbourScore`; the k-nearest-neighbour weight of [Angiulli02] in the
-    code space; a training row is not its own neighbour).  A row whose score is above ``threshold_`` is an
-    outlier.  The threshold comes from ``contamination``
+    code space; a training row is not its own neighbour).  A row whose score is above
+    ``threshold_`` is an outlier.  The threshold comes from ``contamination``
     (:func:`dae.anomaly.threshold_from_contamination`): a fraction q flags the q n worst of the n
     training rows (within one, fewer where scores tie), as ``IsolationForest`` does; "auto" is
     Tukey's upper fence, Q3 + 1.5 IQR of the training scores [Tukey77].
