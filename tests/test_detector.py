@@ -207,10 +207,11 @@ def test_the_code_distance_is_added_to_the_error_each_standardised(X, weight, k)
 
 
 def test_the_neighbour_score_of_identical_reference_rows_divides_by_no_zero():
-    typical = dae.anomaly.NeighbourScore(torch.ones(4), torch.zeros(4, 2), 1.0, 2)  # deviations 0: scale 1
+    # Deviations 0: the errors' scale is a millionth of their size (1), the codes' (all 0) is 1.
+    typical = dae.anomaly.NeighbourScore(torch.ones(4), torch.zeros(4, 2), 1.0, 2)
     assert torch.equal(typical.reference_scores, torch.zeros(4, dtype=torch.float64))
     row = typical(torch.tensor([3.0]), typical.distances(torch.tensor([[3.0, 4.0]])))  # error 3, distance 5
-    assert row.item() == pytest.approx((3.0 - 1.0) / 1e-6 + 1.0 * (5.0 - 0.0))  # errors' scale: 1e-6 x mean
+    assert row.item() == pytest.approx((3.0 - 1.0) / 1e-6 + 1.0 * (5.0 - 0.0) / 1.0)
     with pytest.raises(ValueError, match="needs more than 4 reference rows"):
         dae.anomaly.NeighbourScore(torch.ones(4), torch.zeros(4, 2), 1.0, 4)
 
