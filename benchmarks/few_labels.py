@@ -23,7 +23,8 @@ epochs at a constant rate (``FEW_LABEL_FINETUNING``), and ``dae ladder``'s defau
 
 Every run is a run folder under ``--out`` (``ladder-N1000-draw0/`` ...), with its summary.json,
 labelled.json and curves; a run whose summary.json exists is not run again, so the table can be
-filled in over several sittings.  The script prints the table (mean +- standard deviation over
+filled in over several sittings (a folder holding a run of another recipe, e.g. of an earlier
+default, stops the script instead).  The script prints the table (mean +- standard deviation over
 the draws, wall time per run) and writes ``few_labels.json`` and ``few_labels.png`` (test error
 against the number of labels, log scale, one line per method, the published points marked).
 
@@ -45,7 +46,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dae import SDA_PRESETS, LadderRunConfig, run_ladder, run_sda
-from dae.config import merge
+from dae.config import merge, to_dict
 from dae.files import write_bytes, write_text
 
 # Test error (%) with N labels, permutation-invariant MNIST: Kingma et al. (2014), table 1; the
@@ -100,13 +101,14 @@ def pretrained_stack(out: Path | None, labels: int, draw: int) -> Path | None:
 def run_one(method: str, labels: int, draw: int, out: Path, existing_only: bool = False) -> dict | None:
     """The run's summary, from its folder if it has one, else by running it (None with ``existing_only``)."""
     folder = out / f"{method}-N{labels}-draw{draw}"
+    config = config_for(method, labels, draw, out)
+    check_recipe(folder, config)
     if (folder / "summary.json").is_file():
         summary = json.loads((folder / "summary.json").read_text())
         if not summary.get("interrupted"):
             return summary
     if existing_only:
         return None
-    config = config_for(method, labels, draw, out)
     start = time.perf_counter()
     if method == "ladder":
         summary = run_ladder(config, folder, say=None)
@@ -119,6 +121,29 @@ def run_one(method: str, labels: int, draw: int, out: Path, existing_only: bool 
         summary["pretrain_seconds_of_the_stack_reused"] = source["pretrain_seconds"]
     write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def check_recipe(folder: Path, config) -> None:
+    """Stop, naming a setting, if ``folder`` holds a run of another recipe (e.g. of an earlier
+    default): its figures must not stand in this recipe's table.  Where an ``sda-pl`` run's stack
+    came from (``pretrained``: the ``sda`` run's, or pre-trained by itself) is not compared: the
+    same seed pre-trains the same stack."""
+    path = folder / "run_config.json"
+    if not path.is_file():
+        return
+    wanted, found = _flat(json.loads(json.dumps(to_dict(config)))), _flat(json.loads(path.read_text()))
+    differing = sorted(k for k in wanted.keys() | found.keys() if wanted.get(k) != found.get(k) and k != "pretrained")
+    if differing:
+        k = differing[0]
+        raise SystemExit(f"few_labels.py: {folder} holds a run of another recipe ({k} = {found.get(k)!r}, "
+                         f"this recipe's: {wanted.get(k)!r}); move it away or choose another --out")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        flat.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return flat
 
 
 def seconds_of(summary: dict) -> float:

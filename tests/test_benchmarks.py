@@ -72,6 +72,25 @@ def test_the_few_label_recipes_are_the_command_lines_the_readme_gives(monkeypatc
     assert script.config_for("sda-pl", 1000, 1, tmp_path).pretrained is None
 
 
+def test_few_labels_reuses_a_finished_run_of_its_own_recipe_only(monkeypatch, tmp_path):
+    """A finished run folder stands in the table only if it ran this recipe: one of an earlier
+    default (the ladder's 50 epochs before its 150) stops the script, naming the setting."""
+    import pytest
+    from dae.config import merge, to_dict
+
+    script = load_script("few_labels", monkeypatch)
+    folder = tmp_path / "ladder-N1000-draw0"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"test_error": 0.0123, "total_seconds": 60.0}))
+    config = script.config_for("ladder", 1000, 0)
+    (folder / "run_config.json").write_text(json.dumps(to_dict(config)))
+    assert script.run_one("ladder", 1000, 0, tmp_path, existing_only=True)["test_error"] == 0.0123
+    earlier = merge(config, {"training": {"epochs": config.training.epochs // 3}})
+    (folder / "run_config.json").write_text(json.dumps(to_dict(earlier)))
+    with pytest.raises(SystemExit, match=r"another recipe \(training\.epochs = 50, this recipe's: 150\)"):
+        script.run_one("ladder", 1000, 0, tmp_path, existing_only=True)
+
+
 def test_one_class_weighs_the_code_distance_as_the_detector_does(monkeypatch):
     """The benchmark fits one detector and scores each weight w from its two parts: each must be the
     score of the detector fitted with code_weight=w, the one `dae score` and the default would use."""

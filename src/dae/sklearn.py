@@ -535,7 +535,7 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         lambda_l for the input, each hidden layer and the top (``len(hidden_layer_sizes) + 2``
         values); None: [Rasmus15]'s 1000, 10, then 0.1 for every layer above
         (:func:`dae.config.default_denoising_weights`).
-    n_epochs : int, default=50
+    n_epochs : int, default=150
         Passes over the rows of X.
     learning_rate : float, default=0.002
         Adam's step size ([Rasmus15]).
