@@ -24,7 +24,10 @@ epochs at a constant rate (``FEW_LABEL_FINETUNING``), and ``dae ladder``'s defau
 Every run is a run folder under ``--out`` (``ladder-N1000-draw0/`` ...), with its summary.json,
 labelled.json and curves; a run whose summary.json exists is not run again, so the table can be
 filled in over several sittings (a folder holding a run of another recipe, e.g. of an earlier
-default, stops the script instead).  The script prints the table (mean +- standard deviation over
+default, stops the script instead).  The small files of the README's 150-epoch ladder runs
+(summary.json, run_config.json, labelled.json, metrics.jsonl) are kept in
+``benchmarks/results/few_labels/``: ``--existing --out benchmarks/results/few_labels`` prints
+their table, and runs added there by later sittings join it.  The script prints the table (mean +- standard deviation over
 the draws, wall time per run) and writes ``few_labels.json`` and ``few_labels.png`` (test error
 against the number of labels, log scale, one line per method, the published points marked).
 
