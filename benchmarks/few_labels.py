@@ -27,8 +27,8 @@ filled in over several sittings (a folder holding a run of another recipe, e.g. 
 default, stops the script instead).  The small files of the README's 150-epoch ladder runs
 (summary.json, run_config.json, labelled.json, metrics.jsonl) are kept in
 ``benchmarks/results/few_labels/``: ``--existing --out benchmarks/results/few_labels`` prints
-their table, and runs added there by later sittings join it.  The script prints the table (mean +- standard deviation over
-the draws, wall time per run) and writes ``few_labels.json`` and ``few_labels.png`` (test error
+their table, and runs added there by later sittings join it.  The script prints the table
+(mean +- standard deviation over the draws, wall time per run) and writes ``few_labels.json`` and ``few_labels.png`` (test error
 against the number of labels, log scale, one line per method, the published points marked).
 
     python benchmarks/few_labels.py --labels 100,1000 --draws 3 [--methods mlp,sda,ladder] [--out DIR]
