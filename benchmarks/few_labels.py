@@ -118,7 +118,7 @@ def run_one(method: str, labels: int, draw: int, out: Path, existing_only: bool 
     else:
         summary = run_sda(config, folder, say=None, preset="default")
     summary["benchmark_wall_seconds"] = round(time.perf_counter() - start, 1)
-    if config.pretrained is not None:  # the minutes of the pre-training it started from count too
+    if getattr(config, "pretrained", None) is not None:  # an sda-pl run: the stack's pre-training counts too
         source = json.loads((Path(config.pretrained).parent / "summary.json").read_text())
         summary["benchmark_wall_seconds"] += source["pretrain_seconds"]
         summary["pretrain_seconds_of_the_stack_reused"] = source["pretrain_seconds"]

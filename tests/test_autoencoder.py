@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dae import DAConfig, DenoisingAutoencoder, mask, train
-from dae.corruption import NOISES, corrupt, gaussian, salt_and_pepper
+from dae.corruption import NOISES, blocks_draw_alike, corrupt, drop_probability, gaussian, keep_mask, salt_and_pepper
+from dae.stacked import Dropout
 from dae.steps import DAStep
 
 
@@ -59,6 +60,37 @@ def test_masking_zeroes_the_stated_fraction_and_leaves_the_rest_untouched(p):
     assert abs(zeroed - p) <= 5 * sigma + 1e-12
     kept = x_tilde != 0
     assert torch.equal(x_tilde[kept], x[kept])
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.3, 0.5, 0.75])
+def test_every_lane_of_the_mask_bits_drops_at_the_stated_probability(p):
+    # Four elements' bits come from one 64-bit number whose sign bit is always 0: each of the four
+    # positions mod 4 must drop at drop_probability(p), which is p to 2^-15.
+    q = drop_probability(p)
+    assert p <= q < p + 2 ** -15 and (q * 2 ** 15).is_integer()
+    dropped = 1.0 - keep_mask(torch.empty(4 * 250_000), p, torch.Generator().manual_seed(3))
+    sigma = math.sqrt(q * (1 - q) / 250_000)
+    for lane in range(4):
+        assert abs(dropped[lane::4].mean().item() - q) <= 5 * sigma, lane
+    assert set(dropped.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_mask_bits_are_the_same_drawn_at_once_or_in_pieces_of_four():
+    # What lets the fast step draw a block of minibatches at once (numel a multiple of 4).
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    whole = keep_mask(torch.empty(6, 10), 0.3, g1)
+    pieces = [keep_mask(torch.empty(2, 10), 0.3, g2), keep_mask(torch.empty(4, 10), 0.3, g2)]
+    assert torch.equal(whole, torch.cat(pieces))
+    assert torch.equal(g1.get_state(), g2.get_state())
+    assert blocks_draw_alike("masking", 20) and not blocks_draw_alike("masking", 30)
+
+
+def test_a_dropout_mask_has_mean_one_and_two_values():
+    m = Dropout(0.3).mask(torch.empty(1000, 1000), torch.Generator().manual_seed(5))
+    scale = 1 / (1 - drop_probability(0.3))
+    values = m.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(scale)
+    assert abs(m.mean().item() - 1.0) < 5 * math.sqrt(0.3 * 0.7 / 1e6) * scale
 
 
 def test_masking_is_independent_across_inputs():

@@ -91,6 +91,21 @@ def test_few_labels_reuses_a_finished_run_of_its_own_recipe_only(monkeypatch, tm
         script.run_one("ladder", 1000, 0, tmp_path, existing_only=True)
 
 
+def test_few_labels_writes_the_wall_time_into_a_new_runs_summary(monkeypatch, tmp_path):
+    """A run it starts (here a stand-in for run_ladder) gets its benchmark_wall_seconds; a ladder's
+    config has no pre-trained stack to add the minutes of (this once crashed after a 2-hour run)."""
+    script = load_script("few_labels", monkeypatch)
+
+    def fake_run(config, folder, say=None):
+        folder.mkdir(parents=True)
+        return {"test_error": 0.02, "train_seconds": 1.0}
+
+    monkeypatch.setattr(script, "run_ladder", fake_run)
+    summary = script.run_one("ladder", 100, 0, tmp_path)
+    assert summary["test_error"] == 0.02 and summary["benchmark_wall_seconds"] >= 0.0
+    assert json.loads((tmp_path / "ladder-N100-draw0" / "summary.json").read_text()) == summary
+
+
 def test_one_class_weighs_the_code_distance_as_the_detector_does(monkeypatch):
     """The benchmark fits one detector and scores each weight w from its two parts: each must be the
     score of the detector fitted with code_weight=w, the one `dae score` and the default would use."""

@@ -360,19 +360,23 @@ def test_the_unlabelled_rows_are_learned_from_and_only_the_labelled_classes_pred
 def test_pseudo_labels_learn_digits_from_50_labels_better_and_need_unlabelled_rows(digits):
     # 50 labels, 5 of each digit, of 1300 training digits; the score is on the other 497.  The same
     # pre-trained stack, fine-tuned on the labels alone or with pseudo-labels of all 1300 digits
-    # (Lee 2013's alpha_f = 3), the default dropout and input masking, no early stopping.  Measured
-    # over label seeds 0..5, the points of accuracy pseudo-labels add: -0.4, 7.5, 2.2, 6.8, 4.8 and 9.8
-    # (to 83-93% right): they help on most draws, not all; the test takes seed 1.
+    # (Lee 2013's alpha_f = 3), the default dropout and input masking, no early stopping, for the
+    # label seeds 0..5.  Measured, the points of accuracy pseudo-labels add: 4.0, 4.8, 2.4, 5.8, 5.4
+    # and 6.2 (to 87-91% right; with the float masks of 0.2: -0.4, 7.5, 2.2, 6.8, 4.8 and 9.8): one
+    # draw can gain little, so the test takes the mean over the six.
     X, y = digits
     order = np.random.default_rng(0).permutation(len(X))
     X, y = X[order], y[order]
     train, test = slice(0, 1300), slice(1300, None)
-    few = _few_labels(y[train], 50, seed=1)
     settings = dict(hidden_layer_sizes=(100,), pretrain_epochs=10, pretrain_batch_size=10, finetune_epochs=10,
                     batch_size=10, validation_fraction=0, random_state=0)
-    with_pseudo = SdAClassifier(pseudo_labels=3.0, **settings).fit(X[train], few).score(X[test], y[test])
-    labels_only = SdAClassifier(**settings).fit(X[train], few).score(X[test], y[test])
-    assert with_pseudo > 0.9 and with_pseudo > labels_only + 0.05, (with_pseudo, labels_only)
+    scores = []
+    for seed in range(6):
+        few = _few_labels(y[train], 50, seed=seed)
+        scores.append([SdAClassifier(pseudo_labels=pseudo, **settings).fit(X[train], few).score(X[test], y[test])
+                       for pseudo in (3.0, 0.0)])
+    with_pseudo, labels_only = np.mean(scores, axis=0)
+    assert with_pseudo > 0.86 and with_pseudo > labels_only + 0.03, scores
     labelled = few != UNLABELLED
     with pytest.raises(ValueError, match="pseudo_labels needs unlabelled rows"):
         SdAClassifier(pseudo_labels=3.0, **settings).fit(X[train][labelled], few[labelled])

@@ -393,7 +393,8 @@ def test_the_pseudo_label_step_is_autograd_on_labelled_plus_weighted_pseudo_labe
     labelled, unlabelled = (x[:25], y[:25]), x[30:]  # 60 unlabelled rows: 2 blocks of 3 minibatches of 10
     m = sda(12, 8, dtype=torch.float64, dropout=0.3, input_corruption=0.2)
     with torch.no_grad():  # weights that predict several classes
-        m.classifier.W.normal_(0.0, 10.0, generator=torch.Generator().manual_seed(1))
+        m.classifier.W.normal_(0.0, 10.0, generator=torch.Generator().manual_seed(4))
+    assert len(m.predict(unlabelled).unique()) > 2
     reference = copy.deepcopy(m)
     g_step, g_ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     step = PseudoLabelStep(m, labelled, 0.9, batch_size=10, block_steps=3)

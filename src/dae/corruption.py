@@ -9,13 +9,23 @@ The three of [Vincent10] (section 4.2, and its Table 4 compares them):
   equal probability; the rest are left untouched.
 
 Each takes the level (p, sigma or nu) as ``corruption_level``; a level of 0 copies x.
+
+Masks (the masking noise, and the dropout of :class:`dae.stacked.Dropout`) are drawn from 15
+random bits per element, four elements from each 64-bit number of the generator: an element is
+dropped with probability ``drop_probability(p)``, p rounded up to a multiple of 2^-15 (less than
+3.1e-5 away).  On the CPU this is about four times faster than drawing a float per element
+(``uniform_``, which 0.2 used; ``bernoulli_``, which 0.1 used, is slower still), and masks weigh
+in every step: 3,784 numbers per example in the default preset's fine-tuning.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 NOISES = ("masking", "gaussian", "salt-and-pepper")
+_LEVELS = 2 ** 15  # the masks' resolution: 15 random bits per element
 
 
 def corrupt(
@@ -42,6 +52,41 @@ def mask(x, corruption_level, generator=None, out=None) -> torch.Tensor:
     return corrupt(x, "masking", corruption_level, generator, out)
 
 
+def drop_probability(p: float) -> float:
+    """The probability with which a mask at level p drops each element: p rounded up to a
+    multiple of 2^-15, the resolution of the bits drawn per element."""
+    return math.ceil(p * _LEVELS) / _LEVELS
+
+
+def keep_mask(like: torch.Tensor, p: float, generator: torch.Generator | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """1 where an element of a tensor shaped like ``like`` is kept, 0 where it is dropped, each
+    dropped independently with probability ``drop_probability(p)``; of ``like``'s dtype (float32
+    or float64, whose integers up to 2^15 are exact).
+
+    The numbers depend only on the generator and the number of elements, in row-major order,
+    whatever the strides of ``out``; drawing 4k elements at once gives the concatenation of
+    drawing k and then 3k (the bits of four elements come from one 64-bit number).
+    """
+    n = like.numel()
+    # int64 random_ gives 63 random bits (the sign bit is 0): four 16-bit lanes, each cut to 15 bits.
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(generator=generator)
+    bits = words.view(torch.int16)[:n].bitwise_and_(_LEVELS - 1).view(like.shape)
+    if out is None:
+        out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    # Integer-valued floats compared with an integer: exact.  (A bool comparison, then a cast,
+    # takes two slower passes on the CPU.)
+    return out.copy_(bits).ge_(math.ceil(p * _LEVELS))
+
+
+def blocks_draw_alike(noise: str, numel: int) -> bool:
+    """Whether the noise for k tensors of ``numel`` elements drawn at once is the concatenation
+    of k draws of one: for masks when numel is a multiple of 4 (see :func:`keep_mask`), for
+    salt-and-pepper always; for Gaussian noise never relied on (``normal_`` fills 16 numbers at a
+    time and redraws a ragged tail)."""
+    return {"masking": numel % 4 == 0, "salt-and-pepper": True, "gaussian": False}[noise]
+
+
 def gaussian(x, corruption_level, generator=None, out=None) -> torch.Tensor:
     """x + N(0, sigma^2) noise on every element, sigma = ``corruption_level``."""
     return corrupt(x, "gaussian", corruption_level, generator, out)
@@ -54,8 +99,7 @@ def salt_and_pepper(x, corruption_level, generator=None, out=None) -> torch.Tens
 
 
 def _mask_into(x, p, generator, out):
-    # Three in-place passes and no temporary: u ~ U[0, 1), keep = [u >= p], x~ = keep * x.
-    return out.uniform_(generator=generator).ge_(p).mul_(x)
+    return keep_mask(x, p, generator, out).mul_(x)
 
 
 def _gaussian_into(x, sigma, generator, out):

@@ -40,7 +40,7 @@ import torch
 
 from .autoencoder import ACTIVATIONS, DenoisingAutoencoder
 from .config import TrainingConfig
-from .corruption import corrupt, mask
+from .corruption import blocks_draw_alike, corrupt, mask
 from .distributed import SINGLE, World
 from .stacked import StackedDenoisingAutoencoder
 
@@ -124,7 +124,7 @@ class DAStep:
         k = x.shape[0] // B
         xs = x.view(k, B, -1)
         L, A, R = self.L[:k], self.A[:k], self.R
-        if m.noise == "gaussian":  # normal_'s numbers depend on the size drawn: one draw per minibatch, as model.loss
+        if not blocks_draw_alike(m.noise, B * xs.shape[2]):  # then one draw per minibatch, as model.loss
             for i in range(k):
                 corrupt(xs[i], m.noise, m.corruption_level, generator, out=L[i, :B])
         else:
