@@ -28,6 +28,8 @@ import dae.steps
 from dae.cli import main
 
 sig, at = getattr(signal, sys.argv[1]), int(sys.argv[2])
+# Python's own Ctrl-C handler, as in a terminal: a shell starts background jobs with SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real, calls = dae.steps.DAStep.__call__, [0]
 
 def call(self, block, generator):

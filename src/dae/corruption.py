@@ -13,9 +13,10 @@ Each takes the level (p, sigma or nu) as ``corruption_level``; a level of 0 copi
 Masks (the masking noise, and the dropout of :class:`dae.stacked.Dropout`) are drawn from 15
 random bits per element, four elements from each 64-bit number of the generator: an element is
 dropped with probability ``drop_probability(p)``, p rounded up to a multiple of 2^-15 (less than
-3.1e-5 away).  On the CPU this is about four times faster than drawing a float per element
-(``uniform_``, which 0.2 used; ``bernoulli_``, which 0.1 used, is slower still), and masks weigh
-in every step: 3,784 numbers per example in the default preset's fine-tuning.
+3.1e-5 away).  On the CPU drawing a float per element (``uniform_``, as 0.2 did; ``bernoulli_``,
+as 0.1 did, is slower still) took several times as long, and masks weigh in every step: 3,784
+numbers per example in the default preset's fine-tuning (the README's *Since 0.2* and
+*Benchmarks* give the epochs' times before and after).
 """
 
 from __future__ import annotations
