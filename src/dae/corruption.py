@@ -13,10 +13,9 @@ Each takes the level (p, sigma or nu) as ``corruption_level``; a level of 0 copi
 Masks (the masking noise, and the dropout of :class:`dae.stacked.Dropout`) are drawn from 15
 random bits per element, four elements from each 64-bit number of the generator: an element is
 dropped with probability ``drop_probability(p)``, p rounded up to a multiple of 2^-15 (less than
-3.1e-5 away).  On the CPU drawing a float per element (``uniform_``, as 0.2 did; ``bernoulli_``,
-as 0.1 did, is slower still) took several times as long, and masks weigh in every step: 3,784
-numbers per example in the default preset's fine-tuning (the README's *Since 0.2* and
-*Benchmarks* give the epochs' times before and after).
+3.1e-5 away).  On the CPU a float per element (``uniform_``, as 0.2 drew them) took 1.8 to 2.8
+times as long, ``bernoulli_`` (as 0.1) 4.7 to 6.5 times (benchmarks/bench_masks.py), and masks
+weigh in every step: 3,784 numbers per example in the default preset's fine-tuning.
 """
 
 from __future__ import annotations
@@ -66,8 +65,9 @@ def keep_mask(like: torch.Tensor, p: float, generator: torch.Generator | None = 
     or float64, whose integers up to 2^15 are exact).
 
     The numbers depend only on the generator and the number of elements, in row-major order,
-    whatever the strides of ``out``; drawing 4k elements at once gives the concatenation of
-    drawing k and then 3k (the bits of four elements come from one 64-bit number).
+    whatever the strides of ``out``; drawing m + n elements at once gives the concatenation of
+    drawing m and then n when m is a multiple of 4 (the bits of four elements come from one
+    64-bit number).
     """
     n = like.numel()
     # int64 random_ gives 63 random bits (the sign bit is 0): four 16-bit lanes, each cut to 15 bits.
@@ -77,7 +77,7 @@ def keep_mask(like: torch.Tensor, p: float, generator: torch.Generator | None = 
         out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
     # Integer-valued floats compared with an integer: exact.  (A bool comparison, then a cast,
     # takes two slower passes on the CPU.)
-    return out.copy_(bits).ge_(math.ceil(p * _LEVELS))
+    return out.copy_(bits).ge_(drop_probability(p) * _LEVELS)
 
 
 def blocks_draw_alike(noise: str, numel: int) -> bool:
