@@ -325,6 +325,7 @@ SDA_HELP = {
 LADDER_HELP = {
     "--data": LADDER.data, "--image-size": LADDER.image_size or FIRST_IMAGE,
     "--hidden": LADDER.model.hidden_layer_sizes, "--noise-std": LADDER.model.noise_std,
+    "--input-noise-std": "the --noise-std" if LADDER.model.input_noise_std is None else LADDER.model.input_noise_std,
     "--denoising-weights": LADDER.model.denoising_weights, "--epochs": LADDER.training.epochs,
     "--lr": LADDER.training.learning_rate, "--batch-size": LADDER.training.batch_size,
     "--schedule": LADDER.training.schedule, "--seed": LADDER.seed, "--checkpoint-every": LADDER.checkpoint_every,

@@ -120,7 +120,8 @@ def test_the_sda_pretrains_on_every_image_and_fine_tunes_on_four_fifths_of_the_l
 def test_dae_ladder_writes_a_model_curves_and_a_summary(mnist, tmp_path):
     data = _npz(tmp_path / "d.npz", mnist)
     out = tmp_path / "run"
-    assert main(["ladder", "--data", str(data), "--labels", "100", *LADDER_ARGS, "--out", str(out)]) == 0
+    assert main(["ladder", "--data", str(data), "--labels", "100", *LADDER_ARGS, "--noise-std", "0.2",
+                 "--input-noise-std", "0.3", "--out", str(out)]) == 0
     for name in ("model.safetensors", "config.json", "run_config.json", "metrics.jsonl", "summary.json",
                  "labelled.json", "curve.png", "filters.png", "checkpoint.safetensors"):
         assert (out / name).is_file(), name
@@ -129,6 +130,11 @@ def test_dae_ladder_writes_a_model_curves_and_a_summary(mnist, tmp_path):
     assert 0 <= summary["test_error"] < 0.9
     model = load_model(out, kind=LadderNetwork)
     assert model.sizes == (784, 24, 12, 10)
+    assert (model.noise_std, model.input_noise_std) == (0.2, 0.3)  # the authors' recipe for 1000 labels
+    config = json.loads((out / "config.json").read_text())  # a model saved before input_noise_std: noise_std
+    del config["input_noise_std"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert load_model(out, kind=LadderNetwork).input_noise_std == 0.2
     # Inference normalises with the final weights' statistics over every image (1500 + 300), saved with the model.
     x_all = torch.cat([mnist.train.x[:1500], mnist.valid.x[:300]])
     z = x_all @ model.W[0]

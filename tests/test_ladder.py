@@ -28,9 +28,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _model(sizes=SIZES, noise_std=0.3, weights=(1.0, 0.5, 0.2, 0.1), seed=0, dtype=F64, random_a=False):
+def _model(sizes=SIZES, noise_std=0.3, weights=(1.0, 0.5, 0.2, 0.1), seed=0, dtype=F64, random_a=False,
+           input_noise_std=None):
     g = torch.Generator().manual_seed(seed)
-    m = LadderNetwork(sizes, noise_std, weights, generator=g, dtype=dtype)
+    m = LadderNetwork(sizes, noise_std, weights, generator=g, dtype=dtype, input_noise_std=input_noise_std)
     if random_a:  # away from COMBINATOR_INIT, where z^ = 0 and no gradient reaches V yet
         with torch.no_grad():
             for a in m.a:
@@ -71,11 +72,13 @@ def _clean_by_hand(m, x):
     return zs, stats, pres, h
 
 
-def _corrupted_by_hand(m, x, sigma, g):
-    """The corrupted path: z~_0 = x + sigma e_0, z~_l = batchnorm(h~_{l-1} W_l) + sigma e_l, the noise drawn
-    from g in that order (input first, then one N(0, 1) draw of z_l's shape per layer)."""
-    noise = [torch.randn(x.shape, generator=g, dtype=x.dtype)]
-    h = x + sigma * noise[0]
+def _corrupted_by_hand(m, x, sigma, g, input_sigma=None):
+    """The corrupted path: z~_0 = x + sigma_0 e_0, z~_l = batchnorm(h~_{l-1} W_l) + sigma e_l, the noise drawn
+    from g in that order (input first, then one N(0, 1) draw of z_l's shape per layer); sigma_0 is
+    ``input_sigma``, by default sigma, and no noise is drawn for the input when it is 0."""
+    sigma_0 = sigma if input_sigma is None else input_sigma
+    noise = [torch.randn(x.shape, generator=g, dtype=x.dtype) if sigma_0 > 0 else torch.zeros_like(x)]
+    h = x + sigma_0 * noise[0]
     zs, pres = [h], []
     for l in range(1, len(m.sizes)):
         pres.append(h @ m.W[l - 1])
@@ -344,11 +347,11 @@ def test_decoder_denoises_top_down_through_the_combinator():
 def _costs_by_hand(m, xl, yl, xu, seed):
     """[Rasmus15]'s cost, by hand, with the noise drawn in costs()'s order (labelled pass, then unlabelled)."""
     g = torch.Generator().manual_seed(seed)
-    _, _, _, logits_l = _corrupted_by_hand(m, xl, m.noise_std, g)
+    _, _, _, logits_l = _corrupted_by_hand(m, xl, m.noise_std, g, m.input_noise_std)
     supervised = F.cross_entropy(logits_l, yl)
     with torch.no_grad():  # the targets: constants
         clean, stats, _, _ = _clean_by_hand(m, xu)
-    noisy, _, _, logits = _corrupted_by_hand(m, xu, m.noise_std, g)
+    noisy, _, _, logits = _corrupted_by_hand(m, xu, m.noise_std, g, m.input_noise_std)
     z_hat = _decode_by_hand(m, noisy, logits)
     denoising = []
     for l, w in enumerate(m.denoising_weights):
@@ -357,11 +360,14 @@ def _costs_by_hand(m, xl, yl, xu, seed):
     return supervised, denoising
 
 
-def test_costs_are_the_papers_supervised_and_denoising_costs_with_constant_targets():
+@pytest.mark.parametrize("input_noise_std", [None, 0.5, 0.0])
+def test_costs_are_the_papers_supervised_and_denoising_costs_with_constant_targets(input_noise_std):
     """supervised = cross-entropy of the corrupted path's logits on the labelled rows; denoising_l =
     lambda_l / n_l * mean_n ||z_l - (z^_l - mean_l) / std_l||^2 with z_l, mean_l, std_l from the clean path.
-    The gradients match those of the hand-written cost whose targets are constants."""
-    m = _model(random_a=True)
+    The gradients match those of the hand-written cost whose targets are constants.  The input's noise
+    is its own setting (the authors' code's "super_noise_std"), by default the layers'."""
+    m = _model(random_a=True, input_noise_std=input_noise_std)
+    assert m.input_noise_std == (m.noise_std if input_noise_std is None else input_noise_std)
     xl, yl = _data(12, seed=2)
     xu, _ = _data(40, seed=3)
     s, d = m.costs(xl, yl, xu, torch.Generator().manual_seed(9))

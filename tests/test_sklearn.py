@@ -93,6 +93,7 @@ SDA_SETTINGS = {"hidden_layer_sizes": SDA.model.hidden_layer_sizes, "pretrain_ep
                 "validation_fraction": VALIDATION_FRACTION, "pseudo_labels": SDA.finetuning.pseudo_labels,
                 "device": SDA.device}
 LADDER_SETTINGS = {"hidden_layer_sizes": LADDER.model.hidden_layer_sizes, "noise_std": LADDER.model.noise_std,
+                   "input_noise_std": LADDER.model.input_noise_std,
                    "n_epochs": LADDER.training.epochs, "learning_rate": LADDER.training.learning_rate,
                    "batch_size": LADDER.training.batch_size, "schedule": LADDER.training.schedule,
                    "device": LADDER.device}
@@ -140,6 +141,9 @@ def test_the_settings_an_estimator_does_not_expose_are_dae_configs_too(monkeypat
     _, (_, _, _, laddered), _ = calls[-1]
     assert laddered == merge(LADDER.training, {"epochs": 1, "batch_size": 60})  # Adam, shuffled; at most the rows
     assert (ladder.model_.sizes, ladder.model_.noise_std) == ((8, 4, 2), LADDER.model.noise_std)
+    assert ladder.model_.input_noise_std == LADDER.model.noise_std  # None: the layers'
+    ladder = LadderClassifier(hidden_layer_sizes=(4,), n_epochs=1, input_noise_std=0.5, random_state=0)
+    assert ladder.fit(X, np.arange(60) % 2).model_.input_noise_std == 0.5
     assert ladder.model_.denoising_weights == default_denoising_weights(1)  # the depth's, as `dae ladder` takes them
 
 

@@ -207,6 +207,8 @@ LADDER_OPTIONS = [
                                                   help="hidden layer sizes")),
     ("--noise-std", "model.noise_std", dict(type=non_negative, metavar="SIGMA",
                                             help="Gaussian noise on every layer of the corrupted path")),
+    ("--input-noise-std", "model.input_noise_std", dict(type=non_negative, metavar="SIGMA",
+                                                        help="Gaussian noise on the input of the corrupted path")),
     ("--denoising-weights", "model.denoising_weights", dict(type=_list_of(non_negative), metavar="W,W,...",
                                                             help="weight of each layer's denoising cost, the input "
                                                                  "first, the top last")),
@@ -259,6 +261,8 @@ def _add_options(p: Parser, options: list, defaults) -> None:
             shown = "on" if default == kwargs["const"] else "off"
         elif path == "labels" and default is None:
             shown = "all"
+        elif path == "model.input_noise_std" and default is None:
+            shown = "the --noise-std"
         elif path == "image_size" and default is None:
             shown = "the first image's"
         else:

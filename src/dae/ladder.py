@@ -9,7 +9,8 @@ from 100 labels what an MLP needs tens of thousands for.
 The fully connected model of [Rasmus15] (section 3 and algorithm 1):
 
 * **encoder**, for l = 1..L, on the clean path (noise 0) and on the corrupted path (noise
-  sigma, also added to the input)::
+  sigma, also added to the input, with its own sigma_0 if given: the authors' code keeps 0.3
+  there when its layers' is 0.2)::
 
       z_pre = h_{l-1} W_l                       no bias: batch normalisation removes it
       z     = (z_pre - mean) / std + noise      mean, std: the minibatch's own statistics
@@ -80,14 +81,16 @@ class LadderNetwork(nn.Module):
     sizes : the widths of every layer, input first, classes last (the paper's MNIST network is
         784-1000-500-250-250-250-10).
     noise_std : the standard deviation of the Gaussian noise on every layer of the corrupted path.
+    input_noise_std : that of the noise on its input (None: ``noise_std``).
     denoising_weights : lambda_l for l = 0 (the input) .. L (the top), one per size.
     """
 
     def __init__(self, sizes: Sequence[int], noise_std: float, denoising_weights: Sequence[float],
                  generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, input_noise_std: float | None = None) -> None:
         super().__init__()
         self.sizes, self.noise_std = tuple(int(s) for s in sizes), float(noise_std)
+        self.input_noise_std = self.noise_std if input_noise_std is None else float(input_noise_std)
         self.denoising_weights = tuple(float(w) for w in denoising_weights)
         if len(self.sizes) < 2 or len(self.denoising_weights) != len(self.sizes):
             raise ValueError("a ladder needs at least two sizes and one denoising weight per size")
@@ -111,7 +114,7 @@ class LadderNetwork(nn.Module):
 
         config = config or LadderConfig()
         return cls((n_visible, *config.hidden_layer_sizes, n_classes), config.noise_std, config.denoising_weights,
-                   generator=generator, **kwargs)
+                   generator=generator, input_noise_std=config.input_noise_std, **kwargs)
 
     @property
     def n_visible(self) -> int:
@@ -149,22 +152,24 @@ class LadderNetwork(nn.Module):
         return F.relu(z + self.beta[l - 1])
 
     def encode(self, x: torch.Tensor, noise_std: float = 0.0, generator: torch.Generator | None = None,
-               update_running: bool = False) -> tuple[list[torch.Tensor], list[tuple], torch.Tensor]:
+               update_running: bool = False, input_noise_std: float | None = None
+               ) -> tuple[list[torch.Tensor], list[tuple], torch.Tensor]:
         """One pass of the encoder with the minibatch's statistics.
 
-        Returns the z_l for l = 0..L (noisy when ``noise_std`` > 0), the (mean, 1/std) of each
+        Returns the z_l for l = 0..L (noisy when ``noise_std`` > 0; the input z_0 with
+        ``input_noise_std``, by default ``noise_std``), the (mean, 1/std) of each
         z_pre_l for l = 1..L (the clean path, ``noise_std`` = 0, only: the decoder's targets are
         normalised with them), and the class logits of the top.  ``update_running`` moves the
         running statistics towards the clean path's.
         """
         if len(x) < 2:
             raise ValueError(f"batch normalisation needs at least two rows, got {len(x)}")
-        def noisy(t: torch.Tensor) -> torch.Tensor:
-            if noise_std == 0.0:
+        def noisy(t: torch.Tensor, std: float = noise_std) -> torch.Tensor:
+            if std == 0.0:
                 return t
-            return t + noise_std * torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+            return t + std * torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
 
-        h = noisy(x)
+        h = noisy(x, noise_std if input_noise_std is None else input_noise_std)
         zs, stats = [h], []
         for l in range(1, len(self.sizes)):
             z_pre = h @ self.W[l - 1]
@@ -196,13 +201,13 @@ class LadderNetwork(nn.Module):
         cost (mean over the unlabelled rows); the training loss is their sum."""
         supervised = x_labelled.new_zeros(())
         if len(x_labelled):
-            _, _, logits = self.encode(x_labelled, self.noise_std, generator)
+            _, _, logits = self.encode(x_labelled, self.noise_std, generator, input_noise_std=self.input_noise_std)
             supervised = F.cross_entropy(logits, y)
         # The clean path: targets and statistics, no gradient.  The running statistics follow the
         # unlabelled rows' (those of the data, not of the few labels).
         with torch.no_grad():
             clean, stats, _ = self.encode(x_unlabelled, 0.0, update_running=self.training)
-        noisy, _, logits = self.encode(x_unlabelled, self.noise_std, generator)
+        noisy, _, logits = self.encode(x_unlabelled, self.noise_std, generator, input_noise_std=self.input_noise_std)
         denoised = self.decode(noisy, logits)
         denoising = []
         for l, (target, z_hat, weight) in enumerate(zip(clean, denoised, self.denoising_weights)):
@@ -255,4 +260,5 @@ class LadderNetwork(nn.Module):
         return self.forward(x).argmax(1)
 
     def extra_repr(self) -> str:
-        return f"sizes={self.sizes}, noise_std={self.noise_std}, denoising_weights={self.denoising_weights}"
+        return (f"sizes={self.sizes}, noise_std={self.noise_std}, input_noise_std={self.input_noise_std}, "
+                f"denoising_weights={self.denoising_weights}")

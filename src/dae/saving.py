@@ -74,7 +74,7 @@ def _architecture(model) -> dict:
                 "corruption_levels": [dA.corruption_level for dA in model.autoencoders],
                 "dropout": model.dropout.p, "input_corruption": model.input_corruption}
     if isinstance(model, LadderNetwork):
-        return {"sizes": list(model.sizes), "noise_std": model.noise_std,
+        return {"sizes": list(model.sizes), "noise_std": model.noise_std, "input_noise_std": model.input_noise_std,
                 "denoising_weights": list(model.denoising_weights)}
     if isinstance(model, DeepAutoencoder):
         return {"n_visible": model.n_visible, "hidden_layer_sizes": model.hidden_layer_sizes,
@@ -260,9 +260,10 @@ def _build_ladder(config: dict) -> LadderNetwork:
     _check(isinstance(weights, list) and len(weights) == len(sizes)
            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
                    for w in weights), "denoising_weights must hold one number >= 0 per size")
-    _check(isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise) and noise >= 0,
-           "noise_std must be a number >= 0")
-    return LadderNetwork(sizes, float(noise), [float(w) for w in weights])
+    input_noise = config.get("input_noise_std", noise)  # files from before it: the noise_std
+    _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+               for v in (noise, input_noise)), "noise_std and input_noise_std must be numbers >= 0")
+    return LadderNetwork(sizes, float(noise), [float(w) for w in weights], input_noise_std=float(input_noise))
 
 
 def _build_deep(config: dict) -> DeepAutoencoder:

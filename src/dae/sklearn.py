@@ -531,6 +531,8 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     hidden_layer_sizes : tuple of int, default=(1000, 500, 250, 250, 250)  ([Rasmus15]'s MNIST model)
     noise_std : float, default=0.3
         Standard deviation of the Gaussian noise on every layer of the corrupted path.
+    input_noise_std : float or None, default=None
+        That of the noise on its input; None: ``noise_std``.
     denoising_weights : tuple of float or None, default=None
         lambda_l for the input, each hidden layer and the top (``len(hidden_layer_sizes) + 2``
         values); None: [Rasmus15]'s 1000, 10, then 0.1 for every layer above
@@ -572,11 +574,12 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     """
 
     def __init__(self, hidden_layer_sizes=LADDER.model.hidden_layer_sizes, noise_std=LADDER.model.noise_std,
-                 denoising_weights=None, n_epochs=LADDER.training.epochs, learning_rate=LADDER.training.learning_rate,
+                 input_noise_std=LADDER.model.input_noise_std, denoising_weights=None, n_epochs=LADDER.training.epochs, learning_rate=LADDER.training.learning_rate,
                  batch_size=LADDER.training.batch_size, schedule=LADDER.training.schedule, random_state=None,
                  device=LADDER.device):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.noise_std = noise_std
+        self.input_noise_std = input_noise_std
         self.denoising_weights = denoising_weights
         self.n_epochs = n_epochs
         self.learning_rate = learning_rate
@@ -590,7 +593,8 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         weights = None if self.denoising_weights is None else list(self.denoising_weights)
         return merge(LADDER, {"device": self.device,
                               "model": {"hidden_layer_sizes": _ints(self.hidden_layer_sizes),
-                                        "noise_std": self.noise_std, "denoising_weights": weights},
+                                        "noise_std": self.noise_std, "input_noise_std": self.input_noise_std,
+                                        "denoising_weights": weights},
                               "training": {"epochs": self.n_epochs, "learning_rate": self.learning_rate,
                                            "batch_size": min(self.batch_size, n_rows), "schedule": self.schedule}})
 
