@@ -14,7 +14,8 @@ Masks (the masking noise, and the dropout of :class:`dae.stacked.Dropout`) are d
 random bits per element, four elements from each 64-bit number of the generator: an element is
 dropped with probability ``drop_probability(p)``, p rounded up to a multiple of 2^-15 (less than
 3.1e-5 away).  On the CPU a float per element (``uniform_``, as 0.2 drew them) took 1.8 to 2.8
-times as long, ``bernoulli_`` (as 0.1) 4.7 to 6.5 times (benchmarks/bench_masks.py), and masks
+times as long, ``bernoulli_`` (as 0.1) 4.7 to 6.7 times (benchmarks/bench_masks.py, on an AMD
+EPYC and an Intel Xeon), and masks
 weigh in every step: 3,784 numbers per example in the default preset's fine-tuning.
 """
 
