@@ -72,10 +72,11 @@ def _clean_by_hand(m, x):
     return zs, stats, pres, h
 
 
-def _corrupted_by_hand(m, x, sigma, g, input_sigma=None):
+def _corrupted_by_hand(m, x, sigma, g, input_sigma=None, split=None):
     """The corrupted path: z~_0 = x + sigma_0 e_0, z~_l = batchnorm(h~_{l-1} W_l) + sigma e_l, the noise drawn
     from g in that order (input first, then one N(0, 1) draw of z_l's shape per layer); sigma_0 is
-    ``input_sigma``, by default sigma, and no noise is drawn for the input when it is 0."""
+    ``input_sigma``, by default sigma, and no noise is drawn for the input when it is 0.  With ``split``
+    the rows before it and those from it on are batch-normalised apart, each with its own statistics."""
     sigma_0 = sigma if input_sigma is None else input_sigma
     noise = [torch.randn(x.shape, generator=g, dtype=x.dtype) if sigma_0 > 0 else torch.zeros_like(x)]
     h = x + sigma_0 * noise[0]
@@ -83,7 +84,8 @@ def _corrupted_by_hand(m, x, sigma, g, input_sigma=None):
     for l in range(1, len(m.sizes)):
         pres.append(h @ m.W[l - 1])
         noise.append(torch.randn((len(x), m.sizes[l]), generator=g, dtype=x.dtype))
-        zs.append(_bn(pres[-1]) + sigma * noise[-1])
+        bn = _bn(pres[-1]) if split is None else torch.cat([_bn(pres[-1][:split]), _bn(pres[-1][split:])])
+        zs.append(bn + sigma * noise[-1])
         h = _act(m, l, zs[-1])
     return zs, pres, noise, h
 
@@ -345,13 +347,16 @@ def test_decoder_denoises_top_down_through_the_combinator():
 
 
 def _costs_by_hand(m, xl, yl, xu, seed):
-    """[Rasmus15]'s cost, by hand, with the noise drawn in costs()'s order (labelled pass, then unlabelled)."""
+    """[Rasmus15]'s cost, by hand, with the noise drawn in costs()'s order: one corrupted pass of the
+    labelled rows over the unlabelled ones, each part batch-normalised with its own statistics (the two
+    parts' costs are those of two passes apart, only the order of the noise draws differs)."""
     g = torch.Generator().manual_seed(seed)
-    _, _, _, logits_l = _corrupted_by_hand(m, xl, m.noise_std, g, m.input_noise_std)
-    supervised = F.cross_entropy(logits_l, yl)
+    n = len(xl)
+    zs, _, _, logits = _corrupted_by_hand(m, torch.cat([xl, xu]), m.noise_std, g, m.input_noise_std, split=n)
+    supervised = F.cross_entropy(logits[:n], yl)
     with torch.no_grad():  # the targets: constants
         clean, stats, _, _ = _clean_by_hand(m, xu)
-    noisy, _, _, logits = _corrupted_by_hand(m, xu, m.noise_std, g, m.input_noise_std)
+    noisy, logits = [z[n:] for z in zs], logits[n:]
     z_hat = _decode_by_hand(m, noisy, logits)
     denoising = []
     for l, w in enumerate(m.denoising_weights):

@@ -62,15 +62,24 @@ COMBINATOR_INIT = (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
 
 
 def combinator(z: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """[Rasmus15]'s vanilla combinator g(z~, u); ``a`` holds a1..a10, each a row of units."""
-    mu = a[0] * torch.sigmoid(a[1] * u + a[2]) + a[3] * u + a[4]
-    v = a[5] * torch.sigmoid(a[6] * u + a[7]) + a[8] * u + a[9]
-    return (z - mu) * v + mu
+    """[Rasmus15]'s vanilla combinator g(z~, u); ``a`` holds a1..a10, each a row of units.
+
+    mu = a1 sigmoid(a2 u + a3) + a4 u + a5 and v = a6 sigmoid(a7 u + a8) + a9 u + a10 have the
+    same form, so both are computed at once, a1..a5 and a6..a10 side by side (``a.view(2, 5, ...)``):
+    six fused operations, and as many in the backward pass, instead of seventeen.
+    """
+    c = a.reshape(2, 5, 1, a.shape[-1])  # c[0, i] = a_{i+1} (mu's), c[1, i] = a_{i+6} (v's)
+    s = torch.sigmoid(torch.addcmul(c[:, 2], c[:, 1], u))
+    mu, v = torch.addcmul(torch.addcmul(c[:, 4], c[:, 3], u), c[:, 0], s)
+    return torch.addcmul(mu, z - mu, v)
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    """(x - mean) / std over the minibatch (torch's batch normalisation kernels, without scale or shift)."""
-    return F.batch_norm(x, None, None, training=True, eps=BN_EPS)
+def _normalise(x: torch.Tensor, parts: Sequence[int] | None = None) -> torch.Tensor:
+    """(x - mean) / std over the minibatch (torch's batch normalisation kernels, without scale or
+    shift); with ``parts``, over each of its consecutive blocks of rows apart."""
+    if parts is None:
+        return F.batch_norm(x, None, None, training=True, eps=BN_EPS)
+    return torch.cat([_normalise(block) for block in x.split(list(parts))])
 
 
 class LadderNetwork(nn.Module):
@@ -152,18 +161,22 @@ class LadderNetwork(nn.Module):
         return F.relu(z + self.beta[l - 1])
 
     def encode(self, x: torch.Tensor, noise_std: float = 0.0, generator: torch.Generator | None = None,
-               update_running: bool = False, input_noise_std: float | None = None
-               ) -> tuple[list[torch.Tensor], list[tuple], torch.Tensor]:
+               update_running: bool = False, input_noise_std: float | None = None,
+               parts: Sequence[int] | None = None) -> tuple[list[torch.Tensor], list[tuple], torch.Tensor]:
         """One pass of the encoder with the minibatch's statistics.
 
         Returns the z_l for l = 0..L (noisy when ``noise_std`` > 0; the input z_0 with
         ``input_noise_std``, by default ``noise_std``), the (mean, 1/std) of each
         z_pre_l for l = 1..L (the clean path, ``noise_std`` = 0, only: the decoder's targets are
         normalised with them), and the class logits of the top.  ``update_running`` moves the
-        running statistics towards the clean path's.
+        running statistics towards the clean path's.  ``parts`` (the corrupted path only): the
+        row counts of consecutive blocks of ``x`` that are normalised apart, each with its own
+        statistics, as if each went through alone (the noise is drawn for all rows at once).
         """
-        if len(x) < 2:
-            raise ValueError(f"batch normalisation needs at least two rows, got {len(x)}")
+        if parts is not None and (noise_std == 0.0 or sum(parts) != len(x)):
+            raise ValueError("parts: row counts that add up to len(x), on the corrupted path only")
+        if min(parts or [len(x)]) < 2:
+            raise ValueError(f"batch normalisation needs at least two rows, got {min(parts or [len(x)])}")
         def noisy(t: torch.Tensor, std: float = noise_std) -> torch.Tensor:
             if std == 0.0:
                 return t
@@ -179,7 +192,7 @@ class LadderNetwork(nn.Module):
                                                           BN_EPS)
                 stats.append((mean, invstd))
             else:
-                z = noisy(_normalise(z_pre))
+                z = noisy(_normalise(z_pre, parts))
             zs.append(z)
             h = self._activation(l, z)
         return zs, stats, h
@@ -199,22 +212,34 @@ class LadderNetwork(nn.Module):
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The supervised cost (mean over the labelled rows) and each layer's weighted denoising
         cost (mean over the unlabelled rows); the training loss is their sum."""
-        supervised = x_labelled.new_zeros(())
-        if len(x_labelled):
-            _, _, logits = self.encode(x_labelled, self.noise_std, generator, input_noise_std=self.input_noise_std)
-            supervised = F.cross_entropy(logits, y)
+        n = len(x_labelled)
+        if n == 1 or len(x_unlabelled) < 2:  # before the running statistics move
+            raise ValueError(f"batch normalisation needs at least two rows, got {min(n, len(x_unlabelled))}")
         # The clean path: targets and statistics, no gradient.  The running statistics follow the
         # unlabelled rows' (those of the data, not of the few labels).
         with torch.no_grad():
             clean, stats, _ = self.encode(x_unlabelled, 0.0, update_running=self.training)
-        noisy, _, logits = self.encode(x_unlabelled, self.noise_std, generator, input_noise_std=self.input_noise_std)
+
+        def corrupted(x, parts=None):
+            return self.encode(x, self.noise_std, generator, input_noise_std=self.input_noise_std, parts=parts)
+
+        if n and self.noise_std > 0.0:
+            # The labelled rows above the unlabelled ones in one pass (fewer, larger products), each
+            # part normalised with its own statistics, as [Rasmus15]'s code does.
+            zs, _, logits = corrupted(torch.cat([x_labelled, x_unlabelled]), (n, len(x_unlabelled)))
+            supervised = F.cross_entropy(logits[:n], y)
+            noisy, logits = [z[n:] for z in zs], logits[n:]
+        else:  # the layers' noise off: the two passes apart (the clean path's normalisation)
+            supervised = F.cross_entropy(corrupted(x_labelled)[2], y) if n else x_labelled.new_zeros(())
+            noisy, _, logits = corrupted(x_unlabelled)
         denoised = self.decode(noisy, logits)
         denoising = []
         for l, (target, z_hat, weight) in enumerate(zip(clean, denoised, self.denoising_weights)):
             if l > 0:
                 mean, invstd = stats[l - 1]
                 z_hat = (z_hat - mean) * invstd
-            denoising.append(weight * (z_hat - target).square().sum(1).mean() / self.sizes[l])
+            cost = F.mse_loss(z_hat, target, reduction="sum")
+            denoising.append(cost * (weight / (self.sizes[l] * len(target))))
         return supervised, denoising
 
     @torch.no_grad()
