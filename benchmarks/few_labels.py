@@ -93,10 +93,16 @@ LADDER_RECIPES = {1000: {"model": {"noise_std": 0.2, "input_noise_std": 0.3,
 METHODS = ("mlp", "sda", "sda-pl", "mlp-pl", "ladder")
 
 
-def config_for(method: str, labels: int, draw: int, out: Path | None = None, restart: int = 0):
-    """The run's configuration; ``restart`` k > 0: the same with the model's seed moved by k."""
+def config_for(method: str, labels: int, draw: int, out: Path | None = None, restart: int = 0,
+               ladder_epochs: int | None = None):
+    """The run's configuration; ``restart`` k > 0: the same with the model's seed moved by k;
+    ``ladder_epochs``: the ladder's number of epochs (its schedule anneals over the last third)."""
     config = _config_for(method, labels, draw, out)
-    return merge(config, {"seed": config.seed + restart}) if restart else config
+    if restart:
+        config = merge(config, {"seed": config.seed + restart})
+    if ladder_epochs and method == "ladder":
+        config = merge(config, {"training": {"epochs": ladder_epochs}})
+    return config
 
 
 def _config_for(method: str, labels: int, draw: int, out: Path | None = None):
@@ -134,10 +140,10 @@ def final_cost(folder: Path) -> float:
 
 
 def run_one(method: str, labels: int, draw: int, out: Path, existing_only: bool = False,
-            restart: int = 0) -> dict | None:
+            restart: int = 0, ladder_epochs: int | None = None) -> dict | None:
     """The run's summary, from its folder if it has one, else by running it (None with ``existing_only``)."""
     folder = run_folder(out, method, labels, draw, restart)
-    config = config_for(method, labels, draw, out, restart)
+    config = config_for(method, labels, draw, out, restart, ladder_epochs)
     check_recipe(folder, config)
     if (folder / "summary.json").is_file():
         summary = json.loads((folder / "summary.json").read_text())
@@ -235,6 +241,8 @@ def main() -> None:
     parser.add_argument("--first-draw", type=int, default=0,
                         help="start at this draw (e.g. to run draws side by side in two processes)")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--ladder-epochs", type=int, default=None,
+                        help="the ladder's epochs (default: dae ladder's, the paper's 150); another --out for each")
     parser.add_argument("--restarts", type=int, default=1,
                         help="runs per draw, restart k with the model's seed moved by k (default 1: one run); "
                              "with more, a row also shows, per draw, the run of the lowest final training cost")
@@ -259,7 +267,7 @@ def main() -> None:
             runs = []
             for draw in range(args.first_draw, args.draws):
                 for restart in range(args.restarts):
-                    s = run_one(method, n, draw, out, args.existing, restart)
+                    s = run_one(method, n, draw, out, args.existing, restart, args.ladder_epochs)
                     if s is None:
                         continue
                     cost = final_cost(run_folder(out, method, n, draw, restart))

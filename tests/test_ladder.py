@@ -346,7 +346,7 @@ def test_decoder_denoises_top_down_through_the_combinator():
         assert torch.allclose(out[l], expected[l], rtol=1e-10, atol=1e-10)
 
 
-def _costs_by_hand(m, xl, yl, xu, seed):
+def _costs_by_hand(m, xl, yl, xu, seed, target_gradient=True):
     """[Rasmus15]'s cost, by hand, with the noise drawn in costs()'s order: one corrupted pass of the
     labelled rows over the unlabelled ones, each part batch-normalised with its own statistics (the two
     parts' costs are those of two passes apart, only the order of the noise draws differs)."""
@@ -354,7 +354,7 @@ def _costs_by_hand(m, xl, yl, xu, seed):
     n = len(xl)
     zs, _, _, logits = _corrupted_by_hand(m, torch.cat([xl, xu]), m.noise_std, g, m.input_noise_std, split=n)
     supervised = F.cross_entropy(logits[:n], yl)
-    with torch.no_grad():  # the targets: constants
+    with torch.set_grad_enabled(target_gradient):  # the targets: constants unless target_gradient
         clean, stats, _, _ = _clean_by_hand(m, xu)
     noisy, logits = [z[n:] for z in zs], logits[n:]
     z_hat = _decode_by_hand(m, noisy, logits)
@@ -365,27 +365,34 @@ def _costs_by_hand(m, xl, yl, xu, seed):
     return supervised, denoising
 
 
-@pytest.mark.parametrize("input_noise_std", [None, 0.5, 0.0])
-def test_costs_are_the_papers_supervised_and_denoising_costs_with_constant_targets(input_noise_std):
+@pytest.mark.parametrize("input_noise_std, target_gradient", [(None, True), (0.5, True), (0.0, True), (None, False),
+                                                             (0.5, False)])
+def test_costs_are_the_papers_supervised_and_denoising_costs(input_noise_std, target_gradient):
     """supervised = cross-entropy of the corrupted path's logits on the labelled rows; denoising_l =
     lambda_l / n_l * mean_n ||z_l - (z^_l - mean_l) / std_l||^2 with z_l, mean_l, std_l from the clean path.
-    The gradients match those of the hand-written cost whose targets are constants.  The input's noise
-    is its own setting (the authors' code's "super_noise_std"), by default the layers'."""
+    The gradients match those of the hand-written cost, differentiated through the clean path as the
+    authors' code is (target_gradient=True, the default) or with constant targets (False).  The input's
+    noise is its own setting (the authors' code's "super_noise_std"), by default the layers'."""
     m = _model(random_a=True, input_noise_std=input_noise_std)
     assert m.input_noise_std == (m.noise_std if input_noise_std is None else input_noise_std)
+    assert m.target_gradient
+    m.target_gradient = target_gradient
     xl, yl = _data(12, seed=2)
     xu, _ = _data(40, seed=3)
     s, d = m.costs(xl, yl, xu, torch.Generator().manual_seed(9))
-    es, ed = _costs_by_hand(m, xl, yl, xu, 9)
+    es, ed = _costs_by_hand(m, xl, yl, xu, 9, target_gradient)
     assert len(d) == len(SIZES)
     assert torch.allclose(s, es, rtol=1e-10)
     for l in range(len(SIZES)):
         assert torch.allclose(d[l], ed[l], rtol=1e-10), l
     params = list(m.parameters())
-    got = torch.autograd.grad(s + sum(d), params)
+    got = torch.autograd.grad(s + sum(d), params, retain_graph=True)
     expected = torch.autograd.grad(es + sum(ed), params)
     for (name, _), a, b in zip(m.named_parameters(), got, expected):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-12), name
+    os, od = _costs_by_hand(m, xl, yl, xu, 9, not target_gradient)  # the setting matters to every W
+    mine, other = (torch.autograd.grad(c + sum(cs), list(m.W)) for c, cs in ((s, d), (os, od)))
+    assert all(not torch.allclose(a, b, rtol=1e-3) for a, b in zip(mine, other))
 
 
 def test_denoising_costs_are_non_negative_and_a_zero_weight_switches_a_layer_off():

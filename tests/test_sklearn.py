@@ -34,8 +34,10 @@ SMALL = [
                    learning_rate=0.01, random_state=0),
     SdAClassifier(hidden_layer_sizes=(16,), pretrain_epochs=1, pretrain_batch_size=5, finetune_epochs=10,
                   batch_size=5, random_state=0),
-    # The input's denoising weight of 1000 (MNIST's) drowns the labels of 2-D blobs; these learn them.
-    LadderClassifier(hidden_layer_sizes=(16,), denoising_weights=(1.0, 1.0, 1.0), n_epochs=5, learning_rate=0.05,
+    # The input's denoising weight of 1000 (MNIST's) drowns the labels of 2-D blobs; these learn them
+    # (20 epochs: with the denoising gradient into the clean path, 5 fell short of the 83% training
+    # accuracy check_classifiers_train asks, for one seed in three; 20 reach 89 to 91% over six).
+    LadderClassifier(hidden_layer_sizes=(16,), denoising_weights=(1.0, 1.0, 1.0), n_epochs=20, learning_rate=0.05,
                      batch_size=50, random_state=0),
 ]
 CLASSIFIERS = [e for e in SMALL if not isinstance(e, DAETransformer)]

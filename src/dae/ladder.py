@@ -27,7 +27,8 @@ The fully connected model of [Rasmus15] (section 3 and algorithm 1):
 
 * **cost**: ``-log P(y~ = t | x)`` on the labelled examples (corrupted path) plus
   ``sum_l lambda_l / n_l || z_l - (z^_l - mean_l) / std_l ||^2`` per unlabelled example, where
-  z_l, mean_l, std_l come from the clean path (the targets; no gradient flows into them).
+  z_l, mean_l, std_l come from the clean path (the targets; the gradient flows into them too, as
+  in the authors' code, unless ``target_gradient=False``).
 
 At test time the clean path runs with the running statistics: averages of the clean batch
 statistics while training, replaced at its end by the population statistics of the final weights
@@ -92,12 +93,19 @@ class LadderNetwork(nn.Module):
     noise_std : the standard deviation of the Gaussian noise on every layer of the corrupted path.
     input_noise_std : that of the noise on its input (None: ``noise_std``).
     denoising_weights : lambda_l for l = 0 (the input) .. L (the top), one per size.
+    target_gradient : whether the denoising costs' gradient also flows into the clean path, through
+        its z_l (the targets) and the statistics z^_l is normalised with: True, as in [Rasmus15]'s
+        code (Theano differentiates the whole cost; batch normalisation of the targets is what keeps
+        the encoder from shrinking them to make denoising easy).  False: the targets are constants
+        (``dae`` before 2026-12-02).
     """
 
     def __init__(self, sizes: Sequence[int], noise_std: float, denoising_weights: Sequence[float],
                  generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32, input_noise_std: float | None = None) -> None:
+                 dtype: torch.dtype = torch.float32, input_noise_std: float | None = None,
+                 target_gradient: bool = True) -> None:
         super().__init__()
+        self.target_gradient = bool(target_gradient)
         self.sizes, self.noise_std = tuple(int(s) for s in sizes), float(noise_std)
         self.input_noise_std = self.noise_std if input_noise_std is None else float(input_noise_std)
         self.denoising_weights = tuple(float(w) for w in denoising_weights)
@@ -188,9 +196,9 @@ class LadderNetwork(nn.Module):
             z_pre = h @ self.W[l - 1]
             if noise_std == 0.0:  # the clean path: keep the statistics
                 running = (self.running_mean(l), self.running_var(l)) if update_running else (None, None)
-                z, mean, invstd = torch.native_batch_norm(z_pre, None, None, *running, True, RUNNING_MOMENTUM,
-                                                          BN_EPS)
-                stats.append((mean, invstd))
+                z = F.batch_norm(z_pre, *running, training=True, momentum=RUNNING_MOMENTUM, eps=BN_EPS)
+                var, mean = torch.var_mean(z_pre, 0, correction=0)  # again, for autograd to see them
+                stats.append((mean, torch.rsqrt(var + BN_EPS)))
             else:
                 z = noisy(_normalise(z_pre, parts))
             zs.append(z)
@@ -215,9 +223,9 @@ class LadderNetwork(nn.Module):
         n = len(x_labelled)
         if n == 1 or len(x_unlabelled) < 2:  # before the running statistics move
             raise ValueError(f"batch normalisation needs at least two rows, got {min(n, len(x_unlabelled))}")
-        # The clean path: targets and statistics, no gradient.  The running statistics follow the
-        # unlabelled rows' (those of the data, not of the few labels).
-        with torch.no_grad():
+        # The clean path: targets and statistics (constants unless target_gradient).  The running
+        # statistics follow the unlabelled rows' (those of the data, not of the few labels).
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.target_gradient):
             clean, stats, _ = self.encode(x_unlabelled, 0.0, update_running=self.training)
 
         def corrupted(x, parts=None):
@@ -286,4 +294,4 @@ class LadderNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"sizes={self.sizes}, noise_std={self.noise_std}, input_noise_std={self.input_noise_std}, "
-                f"denoising_weights={self.denoising_weights}")
+                f"denoising_weights={self.denoising_weights}, target_gradient={self.target_gradient}")
