@@ -13,8 +13,8 @@ import torch
 
 import dae.steps
 from dae import LadderNetwork, load_mnist, load_model
-from dae.cli import main
-from dae.config import LABELLED_VALIDATION_FRACTION
+from dae.cli import LADDER_OPTIONS, build_parser, config_from_args, main
+from dae.config import LABELLED_VALIDATION_FRACTION, LadderRunConfig
 from dae.data import UNLABELLED, DataError, draw_labelled, hold_out_labelled
 
 SDA_ARGS = ["--hidden", "24", "--pretrain-epochs", "1", "--finetune-epochs", "6", "--batch-size", "10", "--quiet"]
@@ -131,10 +131,16 @@ def test_dae_ladder_writes_a_model_curves_and_a_summary(mnist, tmp_path):
     model = load_model(out, kind=LadderNetwork)
     assert model.sizes == (784, 24, 12, 10)
     assert (model.noise_std, model.input_noise_std) == (0.2, 0.3)  # the authors' recipe for 1000 labels
+    assert model.target_gradient  # the default: the denoising gradient reaches the clean path
     config = json.loads((out / "config.json").read_text())  # a model saved before input_noise_std: noise_std
-    del config["input_noise_std"]
+    del config["input_noise_std"], config["target_gradient"]  # ... and before target_gradient: trained without
     (out / "config.json").write_text(json.dumps(config))
-    assert load_model(out, kind=LadderNetwork).input_noise_std == 0.2
+    old = load_model(out, kind=LadderNetwork)
+    assert (old.input_noise_std, old.target_gradient) == (0.2, False)
+    config_from_cli = config_from_args(build_parser().parse_args(["ladder", "--constant-targets"]), LADDER_OPTIONS,
+                                       LadderRunConfig())
+    assert config_from_cli.model.target_gradient is False
+    assert LadderNetwork.from_config(784, 10, config_from_cli.model).target_gradient is False
     # Inference normalises with the final weights' statistics over every image (1500 + 300), saved with the model.
     x_all = torch.cat([mnist.train.x[:1500], mnist.valid.x[:300]])
     z = x_all @ model.W[0]

@@ -95,7 +95,7 @@ SDA_SETTINGS = {"hidden_layer_sizes": SDA.model.hidden_layer_sizes, "pretrain_ep
                 "validation_fraction": VALIDATION_FRACTION, "pseudo_labels": SDA.finetuning.pseudo_labels,
                 "device": SDA.device}
 LADDER_SETTINGS = {"hidden_layer_sizes": LADDER.model.hidden_layer_sizes, "noise_std": LADDER.model.noise_std,
-                   "input_noise_std": LADDER.model.input_noise_std,
+                   "input_noise_std": LADDER.model.input_noise_std, "target_gradient": LADDER.model.target_gradient,
                    "n_epochs": LADDER.training.epochs, "learning_rate": LADDER.training.learning_rate,
                    "batch_size": LADDER.training.batch_size, "schedule": LADDER.training.schedule,
                    "device": LADDER.device}

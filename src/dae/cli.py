@@ -212,6 +212,9 @@ LADDER_OPTIONS = [
     ("--denoising-weights", "model.denoising_weights", dict(type=_list_of(non_negative), metavar="W,W,...",
                                                             help="weight of each layer's denoising cost, the input "
                                                                  "first, the top last")),
+    ("--constant-targets", "model.target_gradient", dict(action="store_const", const=False,
+                                                         help="no denoising gradient into the clean path: its "
+                                                              "targets as constants (dae before 2026-12-02)")),
     ("--epochs", "training.epochs", dict(type=positive_int, help="training epochs (passes over the unlabelled data)")),
     ("--lr", "training.learning_rate", dict(type=positive_float, help="Adam's learning rate")),
     ("--batch-size", "training.batch_size", dict(type=positive_int, help="unlabelled (and labelled) examples per "

@@ -343,6 +343,9 @@ class LadderConfig(_Checked):
     # where its layers' noise is 0.3 with 100 labels and 0.2 with 1000 (its README's commands).
     input_noise_std: float | None = None
     denoising_weights: tuple[float, ...] | None = None  # None: default_denoising_weights
+    # The denoising costs' gradient also reaches the clean path (its targets and their statistics):
+    # their code's Theano differentiates the whole cost.  False: constant targets (dae before 2026-12-02).
+    target_gradient: bool = True
 
     def __post_init__(self) -> None:
         if self.denoising_weights is None:
@@ -360,6 +363,7 @@ class LadderConfig(_Checked):
                  f"denoising_weights needs {len(sizes) + 2} values (the input, {len(sizes)} hidden layers, "
                  f"the top), got {len(self.denoising_weights)}")
         _require(all(_finite(w) and w >= 0 for w in self.denoising_weights), "denoising_weights must be >= 0")
+        _require(isinstance(self.target_gradient, bool), "target_gradient must be true or false")
 
 
 @dataclass(frozen=True)

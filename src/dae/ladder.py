@@ -131,7 +131,8 @@ class LadderNetwork(nn.Module):
 
         config = config or LadderConfig()
         return cls((n_visible, *config.hidden_layer_sizes, n_classes), config.noise_std, config.denoising_weights,
-                   generator=generator, input_noise_std=config.input_noise_std, **kwargs)
+                   generator=generator, input_noise_std=config.input_noise_std,
+                   target_gradient=config.target_gradient, **kwargs)
 
     @property
     def n_visible(self) -> int:

@@ -75,7 +75,7 @@ def _architecture(model) -> dict:
                 "dropout": model.dropout.p, "input_corruption": model.input_corruption}
     if isinstance(model, LadderNetwork):
         return {"sizes": list(model.sizes), "noise_std": model.noise_std, "input_noise_std": model.input_noise_std,
-                "denoising_weights": list(model.denoising_weights)}
+                "denoising_weights": list(model.denoising_weights), "target_gradient": model.target_gradient}
     if isinstance(model, DeepAutoencoder):
         return {"n_visible": model.n_visible, "hidden_layer_sizes": model.hidden_layer_sizes,
                 "code_activation": model.code_activation, "tied": model.tied, "loss": model.loss_name,
@@ -263,7 +263,10 @@ def _build_ladder(config: dict) -> LadderNetwork:
     input_noise = config.get("input_noise_std", noise)  # files from before it: the noise_std
     _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
                for v in (noise, input_noise)), "noise_std and input_noise_std must be numbers >= 0")
-    return LadderNetwork(sizes, float(noise), [float(w) for w in weights], input_noise_std=float(input_noise))
+    target_gradient = config.get("target_gradient", False)  # files from before it were trained without
+    _check(isinstance(target_gradient, bool), "target_gradient must be true or false")
+    return LadderNetwork(sizes, float(noise), [float(w) for w in weights], input_noise_std=float(input_noise),
+                         target_gradient=target_gradient)
 
 
 def _build_deep(config: dict) -> DeepAutoencoder:

@@ -533,6 +533,9 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         Standard deviation of the Gaussian noise on every layer of the corrupted path.
     input_noise_std : float or None, default=None
         That of the noise on its input; None: ``noise_std``.
+    target_gradient : bool, default=True
+        Whether the denoising costs' gradient also flows into the clean path (its targets and
+        their statistics), as in [Rasmus15]'s code; False: the targets are constants.
     denoising_weights : tuple of float or None, default=None
         lambda_l for the input, each hidden layer and the top (``len(hidden_layer_sizes) + 2``
         values); None: [Rasmus15]'s 1000, 10, then 0.1 for every layer above
@@ -574,12 +577,14 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
     """
 
     def __init__(self, hidden_layer_sizes=LADDER.model.hidden_layer_sizes, noise_std=LADDER.model.noise_std,
-                 input_noise_std=LADDER.model.input_noise_std, denoising_weights=None, n_epochs=LADDER.training.epochs, learning_rate=LADDER.training.learning_rate,
-                 batch_size=LADDER.training.batch_size, schedule=LADDER.training.schedule, random_state=None,
-                 device=LADDER.device):
+                 input_noise_std=LADDER.model.input_noise_std, denoising_weights=None,
+                 target_gradient=LADDER.model.target_gradient, n_epochs=LADDER.training.epochs,
+                 learning_rate=LADDER.training.learning_rate, batch_size=LADDER.training.batch_size,
+                 schedule=LADDER.training.schedule, random_state=None, device=LADDER.device):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.noise_std = noise_std
         self.input_noise_std = input_noise_std
+        self.target_gradient = target_gradient
         self.denoising_weights = denoising_weights
         self.n_epochs = n_epochs
         self.learning_rate = learning_rate
@@ -594,7 +599,7 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         return merge(LADDER, {"device": self.device,
                               "model": {"hidden_layer_sizes": _ints(self.hidden_layer_sizes),
                                         "noise_std": self.noise_std, "input_noise_std": self.input_noise_std,
-                                        "denoising_weights": weights},
+                                        "denoising_weights": weights, "target_gradient": self.target_gradient},
                               "training": {"epochs": self.n_epochs, "learning_rate": self.learning_rate,
                                            "batch_size": min(self.batch_size, n_rows), "schedule": self.schedule}})
 
