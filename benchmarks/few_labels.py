@@ -38,6 +38,10 @@ last epoch had the lowest training cost (the ladder's supervised cost on the N p
 costs: no other label), as k-means keeps the restart of the lowest inertia, with the minutes of
 all K.  The rule was fixed before any restart ran.
 
+The ladder's denoising gradient reaches its clean path since 2026-12-02 (as in the authors'
+code); the runs kept from before had constant targets, which their run_config.json files now say
+(``"target_gradient": false``, added by hand): ``--constant-targets`` lists them.
+
     python benchmarks/few_labels.py --labels 100,1000 --draws 3 [--methods mlp,sda,ladder] [--restarts K] [--out DIR]
 """
 
@@ -94,14 +98,17 @@ METHODS = ("mlp", "sda", "sda-pl", "mlp-pl", "ladder")
 
 
 def config_for(method: str, labels: int, draw: int, out: Path | None = None, restart: int = 0,
-               ladder_epochs: int | None = None):
+               ladder_epochs: int | None = None, constant_targets: bool = False):
     """The run's configuration; ``restart`` k > 0: the same with the model's seed moved by k;
-    ``ladder_epochs``: the ladder's number of epochs (its schedule anneals over the last third)."""
+    ``ladder_epochs``: the ladder's number of epochs (its schedule anneals over the last third);
+    ``constant_targets``: the ladder without the denoising gradient into its clean path."""
     config = _config_for(method, labels, draw, out)
     if restart:
         config = merge(config, {"seed": config.seed + restart})
     if ladder_epochs and method == "ladder":
         config = merge(config, {"training": {"epochs": ladder_epochs}})
+    if constant_targets and method == "ladder":
+        config = merge(config, {"model": {"target_gradient": False}})
     return config
 
 
@@ -140,10 +147,10 @@ def final_cost(folder: Path) -> float:
 
 
 def run_one(method: str, labels: int, draw: int, out: Path, existing_only: bool = False,
-            restart: int = 0, ladder_epochs: int | None = None) -> dict | None:
+            restart: int = 0, ladder_epochs: int | None = None, constant_targets: bool = False) -> dict | None:
     """The run's summary, from its folder if it has one, else by running it (None with ``existing_only``)."""
     folder = run_folder(out, method, labels, draw, restart)
-    config = config_for(method, labels, draw, out, restart, ladder_epochs)
+    config = config_for(method, labels, draw, out, restart, ladder_epochs, constant_targets)
     check_recipe(folder, config)
     if (folder / "summary.json").is_file():
         summary = json.loads((folder / "summary.json").read_text())
@@ -243,6 +250,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--ladder-epochs", type=int, default=None,
                         help="the ladder's epochs (default: dae ladder's, the paper's 150); another --out for each")
+    parser.add_argument("--constant-targets", action="store_true",
+                        help="the ladder as dae ladder --constant-targets runs it (as before 2026-12-02)")
     parser.add_argument("--restarts", type=int, default=1,
                         help="runs per draw, restart k with the model's seed moved by k (default 1: one run); "
                              "with more, a row also shows, per draw, the run of the lowest final training cost")
@@ -267,7 +276,8 @@ def main() -> None:
             runs = []
             for draw in range(args.first_draw, args.draws):
                 for restart in range(args.restarts):
-                    s = run_one(method, n, draw, out, args.existing, restart, args.ladder_epochs)
+                    s = run_one(method, n, draw, out, args.existing, restart, args.ladder_epochs,
+                                args.constant_targets)
                     if s is None:
                         continue
                     cost = final_cost(run_folder(out, method, n, draw, restart))

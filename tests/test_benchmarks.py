@@ -107,7 +107,8 @@ def test_few_labels_writes_the_wall_time_into_a_new_runs_summary(monkeypatch, tm
 
 
 def test_few_labels_restarts_move_the_seed_and_keep_the_lowest_training_cost_per_draw(monkeypatch, tmp_path):
-    """--restarts K: restart k is the same recipe with the model's seed moved by k, in its own folder;
+    """--ladder-epochs and --constant-targets change the ladder's recipe only.
+    --restarts K: restart k is the same recipe with the model's seed moved by k, in its own folder;
     the chosen run of a draw is the one whose last epoch's training cost is lowest (no test error
     looked at), it counts the minutes of all K, and a draw without all K runs is left out."""
     from dae.config import merge
@@ -115,6 +116,9 @@ def test_few_labels_restarts_move_the_seed_and_keep_the_lowest_training_cost_per
     script = load_script("few_labels", monkeypatch)
     base = script.config_for("ladder", 100, 2)
     assert script.config_for("ladder", 100, 2, restart=3) == merge(base, {"seed": base.seed + 3})
+    short = script.config_for("ladder", 100, 2, ladder_epochs=50, constant_targets=True)
+    assert short == merge(base, {"training": {"epochs": 50}, "model": {"target_gradient": False}})
+    assert script.config_for("sda", 100, 2, ladder_epochs=50, constant_targets=True) == script.config_for("sda", 100, 2)
     assert script.run_folder(tmp_path, "ladder", 100, 2, 0).name == "ladder-N100-draw2"
     assert script.run_folder(tmp_path, "ladder", 100, 2, 1).name == "ladder-N100-draw2-restart1"
     folder = tmp_path / "run"
