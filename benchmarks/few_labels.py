@@ -32,17 +32,15 @@ their table, and runs added there by later sittings join it.  The script prints 
 (mean +- standard deviation over the draws, wall time per run) and writes ``few_labels.json`` and ``few_labels.png`` (test error
 against the number of labels, log scale, one line per method, the published points marked).
 
-``--restarts K`` runs each draw K times, restart k with the model's seed moved by k (folders
-``...-draw0-restart1``); the table then has a second row per method: per draw, the restart whose
-last epoch had the lowest training cost (the ladder's supervised cost on the N plus its denoising
-costs: no other label), as k-means keeps the restart of the lowest inertia, with the minutes of
-all K.  The rule was fixed before any restart ran.
-
+``--ladder-epochs E`` runs the ladder for E epochs instead of ``dae ladder``'s 150 (the README's
+50-epoch runs, which fit the hour; use another ``--out``).
 The ladder's denoising gradient reaches its clean path since 2026-12-02 (as in the authors'
 code); the runs kept from before had constant targets, which their run_config.json files now say
-(``"target_gradient": false``, added by hand): ``--constant-targets`` lists them.
+(``"target_gradient": false``, added by hand): ``--constant-targets`` lists them.  The 50-epoch
+100-label runs in ``benchmarks/results/few_labels_ladder50/`` ran with the gradient an hour before
+the setting had a key in the config: theirs say ``true``, added by hand.
 
-    python benchmarks/few_labels.py --labels 100,1000 --draws 3 [--methods mlp,sda,ladder] [--restarts K] [--out DIR]
+    python benchmarks/few_labels.py --labels 100,1000 --draws 3 [--methods mlp,sda,ladder] [--out DIR]
 """
 
 from __future__ import annotations
@@ -97,14 +95,12 @@ LADDER_RECIPES = {1000: {"model": {"noise_std": 0.2, "input_noise_std": 0.3,
 METHODS = ("mlp", "sda", "sda-pl", "mlp-pl", "ladder")
 
 
-def config_for(method: str, labels: int, draw: int, out: Path | None = None, restart: int = 0,
-               ladder_epochs: int | None = None, constant_targets: bool = False):
-    """The run's configuration; ``restart`` k > 0: the same with the model's seed moved by k;
-    ``ladder_epochs``: the ladder's number of epochs (its schedule anneals over the last third);
-    ``constant_targets``: the ladder without the denoising gradient into its clean path."""
+def config_for(method: str, labels: int, draw: int, out: Path | None = None, ladder_epochs: int | None = None,
+               constant_targets: bool = False):
+    """The run's configuration; ``ladder_epochs``: the ladder's number of epochs (its schedule
+    anneals over the last third); ``constant_targets``: the ladder without the denoising gradient
+    into its clean path."""
     config = _config_for(method, labels, draw, out)
-    if restart:
-        config = merge(config, {"seed": config.seed + restart})
     if ladder_epochs and method == "ladder":
         config = merge(config, {"training": {"epochs": ladder_epochs}})
     if constant_targets and method == "ladder":
@@ -133,24 +129,11 @@ def pretrained_stack(out: Path | None, labels: int, draw: int) -> Path | None:
     return folder / "pretrained"
 
 
-def run_folder(out: Path, method: str, labels: int, draw: int, restart: int = 0) -> Path:
-    return out / (f"{method}-N{labels}-draw{draw}" + (f"-restart{restart}" if restart else ""))
-
-
-def final_cost(folder: Path) -> float:
-    """The training cost of the run's last epoch (a ladder's: supervised on the N labels plus
-    denoising on every image; no other label), from its metrics.jsonl; NaN if it has none."""
-    path = folder / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    cost = json.loads(lines[-1]).get("cost") if lines else None
-    return math.nan if cost is None else float(cost)
-
-
 def run_one(method: str, labels: int, draw: int, out: Path, existing_only: bool = False,
-            restart: int = 0, ladder_epochs: int | None = None, constant_targets: bool = False) -> dict | None:
+            ladder_epochs: int | None = None, constant_targets: bool = False) -> dict | None:
     """The run's summary, from its folder if it has one, else by running it (None with ``existing_only``)."""
-    folder = run_folder(out, method, labels, draw, restart)
-    config = config_for(method, labels, draw, out, restart, ladder_epochs, constant_targets)
+    folder = out / f"{method}-N{labels}-draw{draw}"
+    config = config_for(method, labels, draw, out, ladder_epochs, constant_targets)
     check_recipe(folder, config)
     if (folder / "summary.json").is_file():
         summary = json.loads((folder / "summary.json").read_text())
@@ -195,27 +178,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def summarise(runs: list[dict]) -> dict:
-    errors = [r["test_error"] for r in runs]
-    return {"mean": statistics.fmean(errors), "std": statistics.stdev(errors) if len(errors) > 1 else math.nan,
-            "runs": runs}
-
-
-def lowest_cost_per_draw(runs: list[dict], restarts: int) -> list[dict]:
-    """Per draw that has all its ``restarts`` runs, the run with the lowest final training cost: a choice
-    that reads no label outside the N (as k-means keeps the lowest inertia of its restarts); its
-    minutes are those of all the restarts of the draw."""
-    by_draw: dict = {}
-    for r in runs:
-        by_draw.setdefault(r["draw"], []).append(r)
-    chosen = []
-    for draw, rs in sorted(by_draw.items()):
-        if len(rs) == restarts and not any(math.isnan(r["final_cost"]) for r in rs):
-            best = min(rs, key=lambda r: r["final_cost"])
-            chosen.append({**best, "seconds": sum(r["seconds"] for r in rs)})
-    return chosen
-
-
 def seconds_of(summary: dict) -> float:
     return summary.get("benchmark_wall_seconds") or summary.get("total_seconds") or summary.get("train_seconds")
 
@@ -252,9 +214,6 @@ def main() -> None:
                         help="the ladder's epochs (default: dae ladder's, the paper's 150); another --out for each")
     parser.add_argument("--constant-targets", action="store_true",
                         help="the ladder as dae ladder --constant-targets runs it (as before 2026-12-02)")
-    parser.add_argument("--restarts", type=int, default=1,
-                        help="runs per draw, restart k with the model's seed moved by k (default 1: one run); "
-                             "with more, a row also shows, per draw, the run of the lowest final training cost")
     parser.add_argument("--out", default="runs/few_labels")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--existing", action="store_true",
@@ -275,22 +234,18 @@ def main() -> None:
         for method in methods:
             runs = []
             for draw in range(args.first_draw, args.draws):
-                for restart in range(args.restarts):
-                    s = run_one(method, n, draw, out, args.existing, restart, args.ladder_epochs,
-                                args.constant_targets)
-                    if s is None:
-                        continue
-                    cost = final_cost(run_folder(out, method, n, draw, restart))
-                    runs.append({"draw": draw, "restart": restart, "test_error": 100 * s["test_error"],
-                                 "seconds": seconds_of(s), "final_cost": cost})
-                    print(f"{method:6s} N={n:5d} draw {draw} restart {restart}: test error "
-                          f"{100 * s['test_error']:.2f}%, final training cost {cost:.4f}, "
-                          f"{seconds_of(s) / 60:.1f} min", flush=True)
-            if runs:
-                table.setdefault(method, {})[n] = summarise(runs)
-            chosen = lowest_cost_per_draw(runs, args.restarts) if args.restarts > 1 else []
-            if chosen:
-                table.setdefault(f"{method}, lowest cost of {args.restarts}", {})[n] = summarise(chosen)
+                s = run_one(method, n, draw, out, args.existing, args.ladder_epochs, args.constant_targets)
+                if s is None:
+                    continue
+                runs.append({"draw": draw, "test_error": 100 * s["test_error"], "seconds": seconds_of(s)})
+                print(f"{method:6s} N={n:5d} draw {draw}: test error {100 * s['test_error']:.2f}%, "
+                      f"{seconds_of(s) / 60:.1f} min", flush=True)
+            errors = [r["test_error"] for r in runs]
+            if not errors:
+                continue
+            table.setdefault(method, {})[n] = {
+                "mean": statistics.fmean(errors), "std": statistics.stdev(errors) if len(errors) > 1 else math.nan,
+                "runs": runs}
     print()
     print("test error (%), mean +- standard deviation over [k] draws of the labels; minutes per run")
     header = "".join(f"{n:>26d}" for n in label_counts)
