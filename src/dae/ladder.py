@@ -66,7 +66,7 @@ def combinator(z: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> torch.Tenso
     """[Rasmus15]'s vanilla combinator g(z~, u); ``a`` holds a1..a10, each a row of units.
 
     mu = a1 sigmoid(a2 u + a3) + a4 u + a5 and v = a6 sigmoid(a7 u + a8) + a9 u + a10 have the
-    same form, so both are computed at once, a1..a5 and a6..a10 side by side (``a.view(2, 5, ...)``):
+    same form, so both are computed at once, a1..a5 and a6..a10 side by side (``a.reshape(2, 5, ...)``):
     six fused operations, and as many in the backward pass, instead of seventeen.
     """
     c = a.reshape(2, 5, 1, a.shape[-1])  # c[0, i] = a_{i+1} (mu's), c[1, i] = a_{i+6} (v's)
