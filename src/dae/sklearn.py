@@ -533,13 +533,13 @@ class LadderClassifier(ClassifierMixin, _UnitInterval, BaseEstimator):
         Standard deviation of the Gaussian noise on every layer of the corrupted path.
     input_noise_std : float or None, default=None
         That of the noise on its input; None: ``noise_std``.
-    target_gradient : bool, default=True
-        Whether the denoising costs' gradient also flows into the clean path (its targets and
-        their statistics), as in [Rasmus15]'s code; False: the targets are constants.
     denoising_weights : tuple of float or None, default=None
         lambda_l for the input, each hidden layer and the top (``len(hidden_layer_sizes) + 2``
         values); None: [Rasmus15]'s 1000, 10, then 0.1 for every layer above
         (:func:`dae.config.default_denoising_weights`).
+    target_gradient : bool, default=True
+        Whether the denoising costs' gradient also flows into the clean path (its targets and
+        their statistics), as in [Rasmus15]'s code; False: the targets are constants.
     n_epochs : int, default=150
         Passes over the rows of X.
     learning_rate : float, default=0.002
