@@ -198,7 +198,8 @@ class LadderNetwork(nn.Module):
             if noise_std == 0.0:  # the clean path: keep the statistics
                 running = (self.running_mean(l), self.running_var(l)) if update_running else (None, None)
                 z = F.batch_norm(z_pre, *running, training=True, momentum=RUNNING_MOMENTUM, eps=BN_EPS)
-                var, mean = torch.var_mean(z_pre, 0, correction=0)  # again, for autograd to see them
+                # batch_norm does not return its mean and 1/std as differentiable outputs: taken again
+                var, mean = torch.var_mean(z_pre, 0, correction=0)
                 stats.append((mean, torch.rsqrt(var + BN_EPS)))
             else:
                 z = noisy(_normalise(z_pre, parts))
