@@ -99,12 +99,13 @@ def report(out: Path) -> None:
              for r, runs in by_recipe.items() if r not in PRESETS}
     chosen = min(tried, key=tried.get) if tried else None
     shown = set(PRESETS) | {chosen}
+    width = max(28, *(len(name) + 2 for name in sda))
     print(f"\nMNIST test and validation error (%), dae sda; torch {torch.__version__}")
-    print(f"{'run':<28}{'valid':>7}{'epoch':>7}{'test':>7}{'minutes':>9}{'pre':>6}{'fine':>6}  threads")
+    print(f"{'run':<{width}}{'valid':>7}{'epoch':>7}{'test':>7}{'minutes':>9}{'pre':>6}{'fine':>6}  threads")
     for name, s in sda.items():
         recipe = name.rsplit("-seed", 1)[0]
         test = f"{100 * s['test_error']:7.2f}" if recipe in shown else f"{'-':>7}"
-        print(f"{name:<28}{100 * s['best_valid_error']:7.2f}{s['best_epoch']:7d}{test}{s['total_seconds'] / 60:9.1f}"
+        print(f"{name:<{width}}{100 * s['best_valid_error']:7.2f}{s['best_epoch']:7d}{test}{s['total_seconds'] / 60:9.1f}"
               f"{s['pretrain_seconds'] / 60:6.1f}{s['finetune_seconds'] / 60:6.1f}  {s['threads']}")
     print()
     for recipe, runs in by_recipe.items():
