@@ -99,7 +99,7 @@ def report(out: Path) -> None:
              for r, runs in by_recipe.items() if r not in PRESETS}
     chosen = min(tried, key=tried.get) if tried else None
     shown = set(PRESETS) | {chosen}
-    width = max(28, *(len(name) + 2 for name in sda))
+    width = max([28, *(len(name) + 2 for name in sda)])  # room for the longest run name
     print(f"\nMNIST test and validation error (%), dae sda; torch {torch.__version__}")
     print(f"{'run':<{width}}{'valid':>7}{'epoch':>7}{'test':>7}{'minutes':>9}{'pre':>6}{'fine':>6}  threads")
     for name, s in sda.items():
