@@ -5,12 +5,14 @@ Each run goes in its own folder under ``--out``, as ``dae sda --preset NAME --se
 named ``<recipe>-seed<S>``; the seeds are the preset's own (the tutorial's 89677) and up.  A
 recipe is a preset (``default``, ``best``, ``tutorial``), ``no-pretrain`` (the default preset from
 random weights, the baseline) or a candidate given as ``--recipe NAME=JSON`` (settings over the
-``best`` preset, e.g. ``'{"model": {"dropout": 0.5}}'``).
+``best`` preset without its refit, so that the validation rows stay out, e.g.
+``'{"model": {"dropout": 0.5}}'``).
 
-Selection on validation only: among the candidates for the best preset (``best`` and every
-``--recipe``), the one with the lowest mean best-validation error over its seeds is chosen, and
-the test error is printed for the presets and the chosen candidate only; the others show their
-validation errors alone.  A run folder whose summary.json exists is not run again and an
+Selection on validation only: among the candidates for the best preset (every recipe not a preset
+whose runs kept a validation set), the one with the lowest mean best-validation error over its
+seeds is chosen, and the test error is printed for the presets, the chosen candidate and the
+refits (runs that learnt from the validation rows too: ``best``, the chosen recipe refit) only; the
+other candidates show their validation errors alone.  A run folder whose summary.json exists is not run again and an
 interrupted one is resumed, so the runs can be split over processes side by side (``--recipes``,
 ``--seeds``, ``--first-seed``) and a last call with ``--recipes ""`` prints the table of all of
 them and draws ``sda_presets.png`` (the validation error per fine-tuning epoch of each run).
@@ -65,7 +67,7 @@ def main() -> None:
     recipes = dict(RECIPES)
     for text in args.recipe:
         name, _, changes = text.partition("=")
-        recipes[name] = merge(SDA_PRESETS["best"], json.loads(changes))
+        recipes[name] = merge(SDA_PRESETS["best"], {"refit": False, **json.loads(changes)})
     out = Path(args.out)
     for name in filter(None, args.recipes.split(",")):
         if name not in recipes:
@@ -89,28 +91,30 @@ def main() -> None:
 
 def report(out: Path) -> None:
     """Print the table of every finished run under ``out`` and draw sda_presets.png; the candidates
-    for the best preset are the recipes that are not in PRESETS."""
+    for the best preset are the recipes that are not in PRESETS and kept a validation set."""
     summaries = {p.name: finished_summary(p) for p in sorted(out.iterdir()) if p.is_dir() and finished_summary(p) is not None}
     sda = {name: s for name, s in summaries.items() if "runs" not in s}
     by_recipe: dict[str, dict[str, dict]] = {}
     for name, s in sda.items():
         by_recipe.setdefault(name.rsplit("-seed", 1)[0], {})[name] = s
+    refits = {r for r, runs in by_recipe.items() if any(s["best_valid_error"] is None for s in runs.values())}
     tried = {r: statistics.mean(100 * s["best_valid_error"] for s in runs.values())
-             for r, runs in by_recipe.items() if r not in PRESETS}
+             for r, runs in by_recipe.items() if r not in PRESETS and r not in refits}
     chosen = min(tried, key=tried.get) if tried else None
-    shown = set(PRESETS) | {chosen}
+    shown = set(PRESETS) | refits | {chosen}
     width = max([28, *(len(name) + 2 for name in sda)])  # room for the longest run name
     print(f"\nMNIST test and validation error (%), dae sda; torch {torch.__version__}")
     print(f"{'run':<{width}}{'valid':>7}{'epoch':>7}{'test':>7}{'minutes':>9}{'pre':>6}{'fine':>6}  threads")
     for name, s in sda.items():
         recipe = name.rsplit("-seed", 1)[0]
         test = f"{100 * s['test_error']:7.2f}" if recipe in shown else f"{'-':>7}"
-        print(f"{name:<{width}}{100 * s['best_valid_error']:7.2f}{s['best_epoch']:7d}{test}{s['total_seconds'] / 60:9.1f}"
+        valid = f"{'-':>7}" if s["best_valid_error"] is None else f"{100 * s['best_valid_error']:7.2f}"
+        print(f"{name:<{width}}{valid}{s['best_epoch']:7d}{test}{s['total_seconds'] / 60:9.1f}"
               f"{s['pretrain_seconds'] / 60:6.1f}{s['finetune_seconds'] / 60:6.1f}  {s['threads']}")
     print()
     for recipe, runs in by_recipe.items():
-        valid = [100 * s["best_valid_error"] for s in runs.values()]
-        text = f"{recipe}: validation {spread(valid)}"
+        valid = [100 * s["best_valid_error"] for s in runs.values() if s["best_valid_error"] is not None]
+        text = f"{recipe}: " + (f"validation {spread(valid)}" if valid else "refit on training + validation rows")
         if recipe in shown:
             text += f", test {spread([100 * s['test_error'] for s in runs.values()])}"
         minutes = sorted(f"{s['total_seconds'] / 60:.0f}" for s in runs.values())
@@ -131,17 +135,24 @@ def report(out: Path) -> None:
 
 
 def _plot(out: Path, sda: dict[str, dict], shown: set) -> None:
+    curves = {}  # run name -> its (epoch, validation error) points; a refit has none
+    for name in sda:
+        metrics = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        points = [(m["epoch"], 100 * m["valid_error"]) for m in metrics
+                  if m.get("phase") == "finetune" and m.get("complete") and m.get("valid_error") is not None]
+        if points:
+            curves[name] = points
+    if not curves:
+        print("no validation curves to draw (every run a refit)")
+        return
     figure = Figure(figsize=(7, 4.2))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     colours = dict(zip(RECIPES, ("tab:grey", "tab:blue", "tab:green", "tab:orange")))
     others = iter(("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan") * 10)
-    for name, s in sda.items():
-        recipe = name.rsplit("-seed", 1)[0]
+    for name, points in curves.items():
+        s, recipe = sda[name], name.rsplit("-seed", 1)[0]
         colours.setdefault(recipe, next(others))
-        metrics = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
-        points = [(m["epoch"], 100 * m["valid_error"]) for m in metrics
-                  if m.get("phase") == "finetune" and m.get("complete")]
         label = f"{name}: valid {100 * s['best_valid_error']:.2f}"
         if recipe in shown:
             label += f", test {100 * s['test_error']:.2f}"

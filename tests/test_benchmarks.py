@@ -19,14 +19,15 @@ def load_script(name: str, monkeypatch):
     return module
 
 
-def make_run(out: Path, name: str, valid: float, test: float, seconds: float = 600.0) -> None:
+def make_run(out: Path, name: str, valid: float | None, test: float, seconds: float = 600.0) -> None:
+    """A finished run's folder; ``valid`` None: a refit, which kept no validation rows."""
     folder = out / name
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps({
         "best_valid_error": valid, "test_error": test, "best_epoch": 3, "total_seconds": seconds,
         "pretrain_seconds": seconds / 4, "finetune_seconds": 3 * seconds / 4, "threads": 1}))
     lines = [{"phase": "pretrain", "layer": 1, "epoch": 1, "cost": 90.0}]
-    lines += [{"phase": "finetune", "epoch": e, "valid_error": valid + 0.001 * (3 - e), "complete": True}
+    lines += [{"phase": "finetune", "epoch": e, "valid_error": valid and valid + 0.001 * (3 - e), "complete": True}
               for e in (1, 2, 3)]
     lines.append({"phase": "finetune", "epoch": 4, "valid_error": None, "complete": False})  # stopped inside it
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -48,6 +49,35 @@ def test_sda_presets_chooses_on_validation_and_hides_the_test_error_of_the_rest(
     assert "0.97" not in text and "0.93" not in text and "0.95" not in text
     assert "default: validation 1.15, test 1.30" in text
     assert (tmp_path / "sda_presets.png").stat().st_size > 1000
+
+
+def test_sda_presets_shows_a_refits_test_error_and_never_counts_it_as_a_candidate(tmp_path, capsys, monkeypatch):
+    script = load_script("sda_presets", monkeypatch)
+    make_run(tmp_path, "chosen-seed1", valid=0.0100, test=0.0110)
+    make_run(tmp_path, "other-seed1", valid=0.0105, test=0.0097)
+    make_run(tmp_path, "best-seed1", valid=None, test=0.0101)
+    make_run(tmp_path, "best-seed2", valid=None, test=0.0105)
+    script.report(tmp_path)
+    text = capsys.readouterr().out
+    assert "by mean validation error: chosen 1.00, other 1.05; chosen: chosen" in text
+    assert "best: refit on training + validation rows, test 1.03 +- 0.03; minutes per run: 10, 10" in text
+    assert re.search(r"best-seed1 +- +3 +1\.01", text)
+    assert "0.97" not in text  # the candidate not chosen still shows no test error
+    assert (tmp_path / "sda_presets.png").exists()
+    only_refits = tmp_path / "only-refits"
+    make_run(only_refits, "best-seed1", valid=None, test=0.0101)
+    script.report(only_refits)
+    assert "no validation curves to draw" in capsys.readouterr().out
+    assert not (only_refits / "sda_presets.png").exists()
+    # A candidate given on the command line keeps its validation rows, whatever the best preset does.
+    monkeypatch.setattr("sys.argv", ["sda_presets.py", "--recipes", "wide", "--seeds", "1", "--recipe",
+                                     'wide={"model": {"dropout": 0.4}}', "--out", str(tmp_path / "none")])
+    made = []
+    monkeypatch.setattr(script, "run_sda", lambda config, folder: made.append((config, folder)))
+    script.main()
+    [(config, folder)] = made
+    assert config.refit is False and config.model.dropout == 0.4 and config.seed == script.SDA_PRESETS["best"].seed
+    assert config.finetuning == script.SDA_PRESETS["best"].finetuning and folder.name == f"wide-seed{config.seed}"
 
 
 def test_the_few_label_recipes_are_the_command_lines_the_readme_gives(monkeypatch, tmp_path):

@@ -318,7 +318,7 @@ SDA_HELP = {
     "--schedule": SDA.finetuning.schedule, "--shuffle": SDA.finetuning.shuffle,
     "--patience": SDA.finetuning.patience_epochs, "--pseudo-labels": SDA.finetuning.pseudo_labels,
     "--seed": SDA.seed, "--no-pretrain": _switch(not SDA.pretrain),
-    "--pretrained": SDA.pretrained, "--config": NOT_SHOWN, "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN,
+    "--pretrained": SDA.pretrained, "--refit": SDA.refit, "--config": NOT_SHOWN, "--out": "a new folder under ./runs/", "--quiet": NOT_SHOWN,
     "--device": SDA.device, "--resume": NOT_SHOWN, "--labels": "all" if SDA.labels is None else SDA.labels,
     "--label-seed": SDA.label_seed,
 }

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from dae import StackedDenoisingAutoencoder, TrainState, TrainingDiverged, load_model, save_model
 from dae.cli import main
-from dae.config import SDA_PRESETS, ConfigError, FinetuneConfig, merge, to_dict
+from dae.config import SDA_PRESETS, ConfigError, FinetuneConfig, SdARunConfig, merge, refit_epochs, to_dict
 from dae.steps import FinetuneStep, PseudoLabelStep
 from dae.train import Patience, error_rate, finetune, pretrain
 
@@ -594,6 +594,46 @@ def test_no_pretrain_skips_pretraining(tmp_path, labelled, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pretrained"] is False and summary["pretrain_seconds"] == 0
     assert all(json.loads(line)["phase"] == "finetune" for line in (out / "metrics.jsonl").read_text().splitlines())
+
+
+def test_refit_epochs_keep_the_number_of_updates_and_run_at_least_one():
+    assert refit_epochs(250, 50_000, 10_000) == 208  # 208 x 600 minibatches ~ 250 x 500
+    assert refit_epochs(8, 500, 100) == 7 and refit_epochs(1, 10, 1000) == 1
+    with pytest.raises(ConfigError, match="refit must be true or false"):
+        SdARunConfig(refit="yes")
+
+
+def test_refit_learns_from_the_validation_rows_too_for_as_many_updates_without_early_stopping(
+        tmp_path, labelled, monkeypatch, capsys):
+    import dae.experiments
+    seen = []
+    real_pretrain = dae.experiments.pretrain
+    monkeypatch.setattr(dae.experiments, "pretrain", lambda model, x, *a, **k: (seen.append(len(x)),
+                                                                                 real_pretrain(model, x, *a, **k)))
+    out = tmp_path / "refit"
+    assert main(["sda", "--data", str(labelled), *SMALL[:-1], "--refit", "--out", str(out)]) == 0  # not --quiet
+    summary = json.loads((out / "summary.json").read_text())
+    assert json.loads((out / "run_config.json").read_text())["refit"] is True
+    said = capsys.readouterr().out
+    assert "refit: learning from the 500 training and 100 validation rows together, 7 fine-tuning epochs" in said
+    assert "epoch 7, training cost " in said and "validation error" not in said
+    # The 500 training and 100 validation rows together, in both phases; 8 epochs of 100 minibatches
+    # on the 500 become 7 of 120 on the 600, all run, and the last model is kept.
+    assert seen == [600] and summary["n_train"] == 600 and summary["n_valid"] == 0
+    assert summary["best_valid_error"] is None and summary["stopped_by"] == "max_epochs"
+    assert summary["finetune_epochs_run"] == summary["best_epoch"] == 7
+    finetuning = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                  if json.loads(line)["phase"] == "finetune"]
+    assert [m["epoch"] for m in finetuning] == list(range(1, 8)) and all(m["valid_error"] is None for m in finetuning)
+    x, y = tiny_problem(700)
+    assert summary["test_error"] == error_rate(load_model(out), x[600:], y[600:])
+    assert summary["test_error"] < majority_error(y[600:]) / 2
+    # The best preset refits; --no-refit keeps its validation rows out and stops early on them.
+    assert SDA_PRESETS["best"].refit and not SDA_PRESETS["default"].refit and not SDA_PRESETS["tutorial"].refit
+    kept = tmp_path / "kept"
+    assert main(["sda", "--data", str(labelled), "--preset", "best", *SMALL, "--no-refit", "--out", str(kept)]) == 0
+    summary = json.loads((kept / "summary.json").read_text())
+    assert summary["n_train"] == 500 and summary["n_valid"] == 100 and summary["best_valid_error"] is not None
 
 
 @pytest.mark.parametrize(

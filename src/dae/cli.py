@@ -191,6 +191,9 @@ SDA_OPTIONS = [
     ("--no-pretrain", "pretrain", dict(action="store_const", const=False,
                                        help="the baseline: the same network and recipe from random weights")),
     ("--pretrained", "pretrained", dict(metavar="DIR", help="fine-tune this pre-trained model (a run's pretrained/)")),
+    ("--refit", "refit", dict(action=argparse.BooleanOptionalAction,
+                              help="learn from the validation rows too, for as many fine-tuning updates as on the "
+                                   "training rows alone, without early stopping (the best preset's)")),
 ]
 LABEL_OPTIONS = [
     ("--labels", "labels", dict(type=labels_count, metavar="N|all",

@@ -83,6 +83,14 @@ def learning_rate_at(config, epoch: int) -> float:
     return config.learning_rate * SCHEDULES[config.schedule]((epoch - 1) / config.epochs)
 
 
+def refit_epochs(epochs: int, n_train: int, n_valid: int) -> int:
+    """The fine-tuning epochs of a refit (:attr:`SdARunConfig.refit`) on ``n_train + n_valid`` rows:
+    as many weight updates as ``epochs`` make on the ``n_train`` alone.  The protocol of Srivastava
+    et al. (JMLR 2014), appendix B.1: the hyper-parameters chosen on the validation set, the net
+    trained again on training and validation sets together for the same number of updates."""
+    return max(1, round(epochs * n_train / (n_train + n_valid)))
+
+
 # Pseudo-labels (Lee 2013, eq. 16): the weight of the unlabelled cost is 0 up to T1, rises linearly
 # to alpha_f at T2, then stays.  Lee's T1 = 100 and T2 = 600 epochs (of far longer runs than ours)
 # are here fractions of the fine-tuning run: it starts at a tenth of it, full weight from six tenths.
@@ -300,11 +308,16 @@ class SdARunConfig(_Checked):
     pretrained: str | None = None  # a run's pretrained/ folder to fine-tune from, instead of pre-training
     labels: int | None = None  # fine-tune on this many labels, balanced (None: every training label)
     label_seed: int = 0  # the draw of those labels
+    # True: learn from the validation rows too, once the recipe was chosen on them: pre-training and
+    # fine-tuning see the training and validation rows together, without early stopping, for as
+    # many fine-tuning updates as the recipe makes on the training rows (refit_epochs).
+    refit: bool = False
 
     def check(self) -> None:
         self.model.check()
         self.pretraining.check()
         self.finetuning.check()
+        _require(isinstance(self.refit, bool), "refit must be true or false")
         n = len(self.model.hidden_layer_sizes)
         for k in range(n):
             self.pretraining.for_layer(k, n)
@@ -621,10 +634,13 @@ SDA_PRESETS = {
     # times the fine-tuning, and the dropout nets' regularisation (Srivastava et al. (2014): drop
     # 50% of the hidden units and 20% of the inputs, with a larger learning rate).  The cosine
     # schedule runs to its end (patience of 250 epochs): the best validation points came late.
-    # Chosen among candidates by validation error (benchmarks/sda_presets.py; the README).
+    # Chosen among candidates by validation error (benchmarks/sda_presets.py; the README).  Then
+    # refit: the chosen recipe learns from the validation rows too, as Srivastava et al. (2014,
+    # appendix B.1) did for their MNIST figures (SdARunConfig.refit); --no-refit keeps them out.
     "best": SdARunConfig(
         model=SdAConfig(dropout=0.5, input_corruption=0.2),
         pretraining=TrainingConfig(epochs=15, learning_rate=0.05, batch_size=20),
         finetuning=FinetuneConfig(epochs=250, learning_rate=0.3, batch_size=100, momentum=0.9, schedule="cosine",
-                                  shuffle=True, patience_epochs=250)),
+                                  shuffle=True, patience_epochs=250),
+        refit=True),
 }

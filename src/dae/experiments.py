@@ -13,6 +13,7 @@ and ``resume=FOLDER`` continues a run from its last one, bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,8 @@ import torch
 from .autoencoder import DenoisingAutoencoder
 from .batches import make_batches, steps_per_epoch
 from .config import (EVAL_ROWS, LABELLED_VALIDATION_FRACTION, STREAM_BYTES, TUTORIAL_CORRUPTION_LEVELS,
-                     DeepRunConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge,
-                     pseudo_label_weight, to_dict)
+                     DeepRunConfig, FinetuneConfig, LadderRunConfig, SdARunConfig, TrainRunConfig, from_dict, merge,
+                     pseudo_label_weight, refit_epochs, to_dict)
 from .data import (UNLABELLED, DataError, Dataset, Split, hold_out_labelled, labelled_splits, load_data,
                    reconstruction_splits, semi_supervised_splits)
 from .deep import DeepAutoencoder, pca_fit
@@ -196,11 +197,20 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
             raise DataError("pseudo-labels need unlabelled images: give --labels N, or data whose y_train marks "
                             f"unlabelled rows with {UNLABELLED}")
         (x, y), valid, test = labelled_splits(data, config.data, config.seed)
-        x_pretrain, n_classes = x, int(y.max()) + 1
+        n_classes = int(y.max()) + 1
         for name, part in (("validation", valid), ("test", test)):
             if part is not None and (int(part[1].max()) >= n_classes or n_classes < 2):
                 raise DataError(f"{config.data}: labels must be integers 0..K-1 with K >= 2, and the {name} labels "
                                 f"within the training labels' range 0..{n_classes - 1}")
+    finetuning = config.finetuning
+    if config.refit and valid is not None:  # the validation rows join the training rows
+        finetuning = dataclasses.replace(finetuning, epochs=refit_epochs(finetuning.epochs, len(x), len(valid[0])))
+        say(f"refit: learning from the {len(x)} training and {len(valid[0])} validation rows together, "
+            f"{finetuning.epochs} fine-tuning epochs (the updates of {config.finetuning.epochs} on the "
+            f"{len(x)}), no early stopping")
+        x, y, valid = torch.cat([x, valid[0]]), torch.cat([y, valid[1]]), None
+    if labelled is None:
+        x_pretrain = x
     steps_per_epoch(len(x_pretrain), config.pretraining.batch_size, world, config.data)  # before any file
     steps_per_epoch(len(x), config.finetuning.batch_size, world, config.data)
     init, generator = generators(config.seed, world)
@@ -237,8 +247,8 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
                 run.write_json(LABELLED_FILE, labelled)
             if phase == "pretrain":
                 sda.pretrain(x_pretrain, config.pretraining)
-            return sda.finetune((x, y), valid, test, labelled,
-                                x_pretrain if config.finetuning.pseudo_labels else None)
+            return sda.finetune((x, y), valid, test, labelled, finetuning,
+                                x_pretrain if finetuning.pseudo_labels else None)
     except KeyboardInterrupt:
         run.write_interrupted("dae sda", epochs_done=len(run.metrics))
         raise
@@ -307,13 +317,16 @@ class _PhasedRun:
 class _SdARun(_PhasedRun):
     """The two phases of one `dae sda` run."""
 
-    def finetune(self, train_set, valid, test, labelled: dict | None, unlabelled=None) -> dict:
+    def finetune(self, train_set, valid, test, labelled: dict | None, finetuning: FinetuneConfig,
+                 unlabelled=None) -> dict:
+        """Fine-tune by ``finetuning``: the config's, or a refit's (its epochs scaled)."""
         config, run, say, model = self.config, self.run, self.say, self.model
         self.picture_pretraining()
 
         def report(e: FinetuneEpoch) -> None:
-            if e.complete and valid is not None:
-                say(f"epoch {e.epoch}, validation error {e.valid_error:.2%}")
+            if e.complete:  # the validation error, or with none (a refit) the training cost
+                say(f"epoch {e.epoch}, validation error {e.valid_error:.2%}" if valid is not None
+                    else f"epoch {e.epoch}, training cost {e.train_loss:.4f}")
             if e.test_error is not None:
                 say(f"     epoch {e.epoch}, test error of best model {e.test_error:.2%}")
             record = {"phase": "finetune", "epoch": e.epoch, "train_loss": e.train_loss,
@@ -321,12 +334,12 @@ class _SdARun(_PhasedRun):
                       "test_error": e.test_error, "learning_rate": e.learning_rate, "seconds": round(e.seconds, 4),
                       "complete": e.complete}
             if unlabelled is not None:  # train_loss is then the labelled NLL + this weight x the pseudo-labels'
-                record["pseudo_label_weight"] = pseudo_label_weight(config.finetuning, e.epoch)
+                record["pseudo_label_weight"] = pseudo_label_weight(finetuning, e.epoch)
             run.log(record)
-            self.save("finetune", e.epoch, config.finetuning.epochs)
+            self.save("finetune", e.epoch, finetuning.epochs)
 
         if unlabelled is not None:
-            f = config.finetuning
+            f = finetuning
             weights = [pseudo_label_weight(f, e) for e in range(1, f.epochs + 1)]
             start = next((e for e, w in enumerate(weights, 1) if w > 0), None)
             full = next((e for e, w in enumerate(weights, 1) if w == f.pseudo_labels), None)
@@ -339,7 +352,7 @@ class _SdARun(_PhasedRun):
                 f"over them; their weight: {when}")
 
         self.since = time.perf_counter()
-        result = finetune(model, train_set, valid, test, config.finetuning, generator=self.generator, callback=report,
+        result = finetune(model, train_set, valid, test, finetuning, generator=self.generator, callback=report,
                           progress=self.progress, state=self.state, order_seed=config.seed, world=self.world,
                           unlabelled=unlabelled)
         self.tick("finetune")
@@ -359,7 +372,7 @@ class _SdARun(_PhasedRun):
             "label_seed": None if labelled is None else labelled["label_seed"],
             "labelled_file": None if labelled is None else LABELLED_FILE,
             "n_test": None if test is None else len(test[0]), "n_classes": model.n_classes,
-            "world_size": self.world.size, "global_batch_size": config.finetuning.batch_size * self.world.size,
+            "world_size": self.world.size, "global_batch_size": finetuning.batch_size * self.world.size,
             "device": str(self.world.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "config": to_dict(config),
         }
