@@ -1,12 +1,14 @@
 """The benchmark scripts' own rules, on made-up run folders: benchmarks/sda_presets.py chooses
 the best preset by validation error alone and shows no test error of a candidate it did not choose;
 benchmarks/few_labels.py runs the recipes the README gives; benchmarks/one_class.py scores its code
-weights as the detector does."""
+weights as the detector does; bench_epoch.py's written floor writes W and is reported."""
 
 import importlib.util
 import json
 import re
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,3 +168,18 @@ def test_one_class_weighs_the_code_distance_as_the_detector_does(monkeypatch):
         np.testing.assert_allclose(script._weighed(fitted, *parts(rows), w), -detector(w).score_samples(rows),
                                    rtol=1e-10)
     np.testing.assert_array_equal(parts(rows)[0], fitted.reconstruction_error(rows))
+
+
+def test_bench_epochs_written_floor_writes_w_and_is_reported_beside_the_floor(capsys, monkeypatch):
+    script = load_script("bench_epoch", monkeypatch)
+    x, W = torch.rand(40, 12), torch.zeros(12, 5)
+    script.gemm_floor(x, W, B=20)
+    assert torch.equal(W, torch.zeros(12, 5))  # the floor only reads W
+    script.gemm_floor(x, W, B=20, written=True)
+    assert (W < 0).all()  # its products (of positive numbers, alpha < 0) add into W, as an SGD step does
+    times = iter([1.0, 1.2, 1.5, 0.9, 1.1, 1.6])  # per round: floor, written floor, epoch
+    script.against_floor(lambda: next(times), lambda r: next(times), 2, "dae.train", written=lambda: next(times))
+    text = capsys.readouterr().out
+    assert "round 1: floor 1.000 s, written 1.200 s, epoch 1.500 s, ratio 1.500" in text
+    assert "ratio epoch / floor: 1.667 (best times)" in text
+    assert "written floor (best of 2): 1.100 s per epoch, 1.222 x the floor; ratio epoch / written floor: 1.364" in text
