@@ -27,6 +27,7 @@ import torch
 from dae import load_mnist
 from dae.batches import StreamBatches
 from dae.cli import main
+import dae.distributed
 from dae.distributed import RANK_SEED_STRIDE, DeviceError, World, resolve_device
 from dae.saving import load_checkpoint, load_model
 
@@ -238,6 +239,23 @@ def test_devices_resolve_and_a_missing_gpu_is_a_clean_error(tmp_path, capsys):
     assert err.startswith("dae: error: ") and err.count("\n") == 1 and "cuda:x" in err
     assert main([*argv, "--device", "cpu", "--quiet"]) == 0
     assert summary(tmp_path / "o")["device"] == "cpu"
+
+
+def test_a_rank_leaves_the_group_after_a_barrier_when_its_run_finished_and_at_once_after_an_error(
+        tmp_path, monkeypatch, capsys):
+    """No rank tears down its connections while another may still be reading from them; but after
+    an error the other ranks may never reach a barrier, so none is waited for."""
+    calls: list[str] = []
+    monkeypatch.setattr(dae.distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dae.distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(dae.distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    np.save(tmp_path / "x.npy", np.zeros((40, 4), np.float32))
+    argv = ["train", "--data", str(tmp_path / "x.npy"), "--hidden", "2", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    assert main([*argv, "--lr", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert calls == ["destroy"] and "dae: error: " in capsys.readouterr().err
 
 
 def test_encode_refuses_to_run_under_torchrun(tmp_path, monkeypatch, capsys):

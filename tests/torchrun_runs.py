@@ -20,6 +20,7 @@ import torch.distributed
 
 import dae.cli
 from dae.batches import StreamBatches
+from dae.distributed import leave_world
 from dae.runs import RunFolder
 
 STREAM_CHUNK_ROWS = 480
@@ -67,5 +68,5 @@ for run in runs:
 
 rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 (out / f"rank{rank}.json").write_text(json.dumps({"codes": codes, "streamed_epochs": streamed_epochs}))
-if torch.distributed.is_initialized():
-    destroy()
+torch.distributed.destroy_process_group = destroy
+leave_world(finished=True)  # as dae.cli.main leaves it after a run that ended well

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dae.batches import StreamBatches
 from dae.data import DataError
-from dae.distributed import init_world
+from dae.distributed import init_world, leave_world
 from dae.stream import NpyStream
 
 world = init_world("cpu")
@@ -22,5 +22,7 @@ except DataError as err:
     message = f"dae: error: {err}"
     (out / f"rank{world.rank}.txt").write_text(message + "\n")
     print(message, file=sys.stderr)
+    leave_world(finished=False)
     sys.exit(2)
 (out / f"rank{world.rank}.txt").write_text("ok\n")
+leave_world(finished=True)

@@ -36,7 +36,7 @@ from .config import (ANOMALY_CODE_WEIGHT, ANOMALY_NEIGHBORS, ANOMALY_SCORE, EVAL
 from .deep import CODE_ACTIVATIONS, DeepAutoencoder
 from .corruption import NOISES
 from .data import DataError, is_image_folder, load_data
-from .distributed import DeviceError, init_world, launched_by_torchrun
+from .distributed import DeviceError, init_world, launched_by_torchrun, leave_world
 from .experiments import N_PICTURE_EXAMPLES, run_deep, run_ladder, run_sda, run_train, run_tutorial
 from .files import write_bytes, write_text
 from .ladder import LadderNetwork
@@ -393,6 +393,7 @@ def config_from_args(args: argparse.Namespace, options: list, base):
 
 def main(argv: list[str] | None = None) -> int:
     where = ""  # which process speaks, when there are several
+    finished = False
     try:
         args = build_parser().parse_args(argv)
         if args.command in ("encode", "score"):
@@ -426,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_sda(config, args.out, resume=args.resume, world=world, say=say, progress=progress,
                     preset=args.preset or ("default" if args.config is None else None))
+        finished = True
         return 0
     except (UsageError, DataError, ModelFileError, TrainingDiverged, DeviceError, ConfigError, RunError) as e:
         print(f"dae: error: {where}{e}", file=sys.stderr)
@@ -437,8 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         print("dae: interrupted", file=sys.stderr)
         return 130
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        leave_world(finished)
 
 
 def _check_nothing_but_resume(args: argparse.Namespace) -> None:

@@ -117,6 +117,20 @@ class World:
 SINGLE = World()
 
 
+def leave_world(finished: bool) -> None:
+    """Leave the process group, if this process joined one.
+
+    After a run that finished on every rank, the ranks first meet at a barrier, so that none
+    tears down its connections while another is still reading from them: PyTorch's advice is to
+    destroy the group once all communication is over.  After an error the other ranks may never
+    come to the barrier, so there is none.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
