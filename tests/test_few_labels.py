@@ -114,6 +114,16 @@ def test_the_sda_pretrains_on_every_image_and_fine_tunes_on_four_fifths_of_the_l
     assert len(record["held_out_for_early_stopping"]) == 10
 
 
+def test_a_refit_with_few_labels_learns_from_the_labels_held_out_too(mnist, tmp_path):
+    data = _npz(tmp_path / "d.npz", mnist)
+    out = tmp_path / "run"
+    assert main(["sda", "--data", str(data), "--labels", "50", *SDA_ARGS, "--refit", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["labels"], summary["n_train"], summary["n_valid"]) == (50, 50, 0)
+    record = json.loads((out / "labelled.json").read_text())
+    assert len(record["indices"]) == 50 and "held_out_for_early_stopping" not in record
+
+
 # --- dae ladder ------------------------------------------------------------------------------------
 
 

@@ -209,6 +209,8 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
             f"{finetuning.epochs} fine-tuning epochs (the updates of {config.finetuning.epochs} on the "
             f"{len(x)}), no early stopping")
         x, y, valid = torch.cat([x, valid[0]]), torch.cat([y, valid[1]]), None
+        if labelled is not None:  # the labels held out are learnt from too: none is held out
+            del labelled["held_out_for_early_stopping"]
     if labelled is None:
         x_pretrain = x
     steps_per_epoch(len(x_pretrain), config.pretraining.batch_size, world, config.data)  # before any file
