@@ -188,7 +188,8 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
         kept, held = hold_out_labelled(part.labelled, data.train.y, LABELLED_VALIDATION_FRACTION, config.label_seed)
         x_pretrain, (x, y), test, n_classes = part.x, (data.train.x[kept], data.train.y[kept]), part.test, part.n_classes
         valid = (data.train.x[held], data.train.y[held]) if len(held) else None
-        labelled = _labelled_record(config, part.labelled, held)
+        # A refit learns from the labels held out too (below): then none is held out.
+        labelled = _labelled_record(config, part.labelled, None if config.refit else held)
         if config.finetuning.batch_size * world.size > len(x):  # the rule: a minibatch is at most the labels kept
             config = merge(config, {"finetuning": {"batch_size": max(1, len(x) // world.size)}})
             say(f"fine-tuning minibatches of {config.finetuning.batch_size}: the {len(x)} labels kept")
@@ -209,8 +210,6 @@ def run_sda(config: SdARunConfig | None = None, out=None, *, resume=None, world:
             f"{finetuning.epochs} fine-tuning epochs (the updates of {config.finetuning.epochs} on the "
             f"{len(x)}), no early stopping")
         x, y, valid = torch.cat([x, valid[0]]), torch.cat([y, valid[1]]), None
-        if labelled is not None:  # the labels held out are learnt from too: none is held out
-            del labelled["held_out_for_early_stopping"]
     if labelled is None:
         x_pretrain = x
     steps_per_epoch(len(x_pretrain), config.pretraining.batch_size, world, config.data)  # before any file
